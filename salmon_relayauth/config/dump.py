@@ -1,0 +1,84 @@
+"""Writing a configuration back out: the inverse of the loader, so configs round-trip.
+
+Every connector field is written explicitly (usage defaults already applied), in the spellings the
+loader reads, so the written file means exactly what the loaded one did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+import tomlkit
+
+from ..model.connector import Connector, RelayConfig, SmarthostSettings
+from ..model.units import UNLIMITED, format_byte_size, format_timespan
+from .fields import CONNECTOR_FIELDS
+
+__all__ = ["config_to_mapping", "connector_to_mapping", "dump_toml"]
+
+_BYTE_FIELDS = {"max_message_size", "max_header_size"}
+_LIMIT_FIELDS = {
+    "max_protocol_errors",
+    "max_inbound_connection",
+    "max_inbound_connection_per_source",
+    "message_rate_limit",
+}
+
+
+def _value(field: str, value: Any) -> Any:
+    if field in _BYTE_FIELDS:
+        return format_byte_size(value)
+    if field in _LIMIT_FIELDS and value is None:
+        return UNLIMITED
+    if isinstance(value, timedelta):
+        return format_timespan(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, frozenset):
+        return sorted(member.value for member in value)
+    if isinstance(value, tuple):
+        return [str(item) for item in value]
+    return value
+
+
+def connector_to_mapping(connector: Connector) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": connector.name}
+    for field in CONNECTOR_FIELDS:
+        value = getattr(connector, field)
+        if value is not None or field in _LIMIT_FIELDS:  # an unset banner or fqdn means "the default"
+            data[field] = _value(field, value)
+    if connector.permissions:
+        data["permissions"] = [
+            {
+                "user": entry.user,
+                "extended_rights": sorted(right.value for right in entry.extended_rights),
+                **({"deny": True} if entry.deny else {}),
+            }
+            for entry in connector.permissions
+        ]
+    return data
+
+
+def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
+    data: dict[str, Any] = {"server": {"fqdn": config.server.fqdn}}
+    if config.accepted_domains:
+        data["accepted_domains"] = [
+            {"domain": domain.domain, "type": domain.type.value} for domain in config.accepted_domains
+        ]
+    if config.plugins.disabled:
+        data["plugins"] = {"disabled": list(config.plugins.disabled)}
+    data["connectors"] = [connector_to_mapping(connector) for connector in config.connectors]
+    if config.smarthost is not None:
+        data["smarthost"] = {
+            field.name: getattr(config.smarthost, field.name)
+            for field in fields(SmarthostSettings)
+            if getattr(config.smarthost, field.name) is not None
+        }
+    return data
+
+
+def dump_toml(config: RelayConfig) -> str:
+    return tomlkit.dumps(config_to_mapping(config))

@@ -1,0 +1,155 @@
+"""How each connector key of the configuration file is read: one parser per field.
+
+A parser takes the raw TOML (or Python) value and returns the model value, raising ``ValueError``
+with a message that names the offending value. List fields report the index of the bad item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from enum import Enum
+from typing import Any, TypeVar
+
+from ..model.addresses import AddressError, Binding, RemoteIPRange, parse_binding, parse_remote_ip_range
+from ..model.enums import (
+    AuthMechanism,
+    MessageRateSource,
+    PermissionGroup,
+    ProtocolLoggingLevel,
+    SizeMode,
+    TransportRole,
+    Usage,
+    parse_enum,
+)
+from ..model.units import parse_byte_size, parse_limit, parse_timespan
+
+__all__ = ["CONNECTOR_FIELDS", "FieldError", "parse_list"]
+
+T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
+
+
+class FieldError(ValueError):
+    """A bad value inside a field; ``index`` is the list position for list fields."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def parse_list(value: object, item: Callable[[Any], T]) -> tuple[T, ...]:
+    """A list of items (a lone string counts as a list of one, as in the cmdlets)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise FieldError(f"{value!r} is not a list")
+    parsed = []
+    for index, raw in enumerate(value):
+        try:
+            parsed.append(item(raw))
+        except (ValueError, AddressError) as error:
+            raise FieldError(str(error), index) from None
+    return tuple(parsed)
+
+
+def _flags(kind: type[E]) -> Callable[[object], frozenset[E]]:
+    def parse(value: object) -> frozenset[E]:
+        if isinstance(value, str) and "," in value:
+            value = [part for part in value.split(",") if part.strip()]
+        members = parse_list(value, lambda raw: parse_enum(kind, raw))
+        if not members:
+            raise FieldError(f"an empty list; write [\"{next(iter(kind)).value}\"] for none")
+        return frozenset(members)
+
+    return parse
+
+
+def _one(kind: type[E]) -> Callable[[object], E]:
+    return lambda value: parse_enum(kind, value)
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "$true", "false", "$false"):
+        return value.strip().lower() in ("true", "$true")
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a whole number")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value == "" else _text(value)
+
+
+def _bindings(value: object) -> tuple[Binding, ...]:
+    return parse_list(value, parse_binding)
+
+
+def _ranges(value: object) -> tuple[RemoteIPRange, ...]:
+    if isinstance(value, str) and "," in value:
+        value = [part for part in value.split(",") if part.strip()]
+    return parse_list(value, parse_remote_ip_range)
+
+
+def _timespan(value: object) -> timedelta:
+    return parse_timespan(value)
+
+
+# Every connector key except ``name`` and ``permissions`` (read separately), in file order.
+CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "usage": _one(Usage),
+    "transport_role": _one(TransportRole),
+    "enabled": _boolean,
+    "comment": _text,
+    "bindings": _bindings,
+    "remote_ip_ranges": _ranges,
+    "auth_mechanism": _flags(AuthMechanism),
+    "permission_groups": _flags(PermissionGroup),
+    "require_tls": _boolean,
+    "domain_secure_enabled": _boolean,
+    "max_logon_failures": _integer,
+    "auth_tarpit_interval": _timespan,
+    "banner": _optional_text,
+    "fqdn": _optional_text,
+    "require_ehlo_domain": _boolean,
+    "max_message_size": parse_byte_size,
+    "max_header_size": parse_byte_size,
+    "max_recipients_per_message": _integer,
+    "max_hop_count": _integer,
+    "max_local_hop_count": _integer,
+    "max_protocol_errors": parse_limit,
+    "max_inbound_connection": parse_limit,
+    "max_inbound_connection_per_source": parse_limit,
+    "max_inbound_connection_percentage_per_source": _integer,
+    "message_rate_limit": parse_limit,
+    "message_rate_source": _one(MessageRateSource),
+    "connection_timeout": _timespan,
+    "connection_inactivity_timeout": _timespan,
+    "tarpit_interval": _timespan,
+    "enhanced_status_codes_enabled": _boolean,
+    "pipelining_enabled": _boolean,
+    "size_enabled": _one(SizeMode),
+    "eight_bit_mime_enabled": _boolean,
+    "binary_mime_enabled": _boolean,
+    "chunking_enabled": _boolean,
+    "delivery_status_notification_enabled": _boolean,
+    "long_addresses_enabled": _boolean,
+    "orar_enabled": _boolean,
+    "bare_linefeed_rejection_enabled": _boolean,
+    "reject_reserved_top_level_recipient_domains": _boolean,
+    "reject_reserved_second_level_recipient_domains": _boolean,
+    "reject_single_label_recipient_domains": _boolean,
+    "protocol_logging_level": _one(ProtocolLoggingLevel),
+}

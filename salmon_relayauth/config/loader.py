@@ -1,0 +1,290 @@
+"""Reading a configuration (TOML file or Python mapping) into a validated :class:`RelayConfig`.
+
+Reading never stops at the first problem: every bad key and value is collected so an operator fixes
+a file in one pass. Unknown keys are errors, because a misspelt limit must not silently fall back to
+a weaker default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.addresses import AddressError
+from ..model.connector import (
+    AcceptedDomain,
+    Connector,
+    PermissionEntry,
+    PluginSettings,
+    RelayConfig,
+    ServerSettings,
+    SmarthostSettings,
+)
+from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
+from .fields import CONNECTOR_FIELDS, FieldError, parse_list
+from .problems import ConfigError, ConfigProblem, Severity
+from .usage_defaults import USAGE_DEFAULTS
+from .validate import validate_config
+
+__all__ = ["CheckResult", "config_from_mapping", "load_config", "read_config", "read_config_text"]
+
+TOP_LEVEL_KEYS = ("server", "accepted_domains", "connectors", "smarthost", "plugins")
+SERVER_KEYS = ("fqdn",)
+SMARTHOST_KEYS = ("host", "port", "starttls", "ssl", "username", "password")
+PERMISSION_KEYS = ("user", "extended_rights", "deny")
+ACCEPTED_DOMAIN_KEYS = ("domain", "type")
+PLUGIN_KEYS = ("disabled",)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What reading a configuration found: the config (None when there were errors) and all problems."""
+
+    config: RelayConfig | None
+    problems: list[ConfigProblem]
+
+    @property
+    def errors(self) -> list[ConfigProblem]:
+        return [problem for problem in self.problems if problem.severity is Severity.ERROR]
+
+
+def load_config(path: str | Path) -> RelayConfig:
+    """Read and validate a TOML file; raise :class:`ConfigError` listing every error."""
+    result = read_config(path)
+    if result.config is None:
+        raise ConfigError(result.problems)
+    return result.config
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "<python>") -> RelayConfig:
+    """The Python API: the same structure as the TOML file, as dicts and lists."""
+    result = _Reader(source).read(data)
+    if result.config is None:
+        raise ConfigError(result.problems)
+    return result.config
+
+
+def read_config(path: str | Path) -> CheckResult:
+    """Read a TOML file and return the config with every problem found (nothing is raised)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        return CheckResult(None, [ConfigProblem(source, "", "", f"cannot read the file: {error.strerror}")])
+    except UnicodeDecodeError as error:
+        return CheckResult(None, [ConfigProblem(source, "", "", f"the file is not UTF-8 text: {error.reason}")])
+    return read_config_text(text, source)
+
+
+def read_config_text(text: str, source: str) -> CheckResult:
+    """Like :func:`read_config` for TOML text already in memory."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        return CheckResult(None, [ConfigProblem(source, "", "", f"invalid TOML: {error}")])
+    return _Reader(source).read(data)
+
+
+def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, section: str, field: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.source, section, field, message))
+
+    def table(self, value: object, section: str, field: str = "") -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        self.problem(section, field, f"must be a table, not {value!r}")
+        return {}
+
+    def unknown_keys(self, table: Mapping[str, Any], known: tuple[str, ...], section: str) -> None:
+        for key in table:
+            if key not in known:
+                self.problem(section, str(key), f"unknown key{_suggest(str(key), known)}")
+
+    def read(self, data: Mapping[str, Any]) -> CheckResult:
+        self.unknown_keys(data, TOP_LEVEL_KEYS, "")
+        server = self.server(self.table(data.get("server", {}), "[server]"))
+        domains = self.accepted_domains(data.get("accepted_domains", []))
+        smarthost = self.smarthost(data["smarthost"]) if "smarthost" in data else None
+        plugins = self.plugins(self.table(data.get("plugins", {}), "[plugins]"))
+        raw_connectors = data.get("connectors")
+        connectors: list[Connector] = []
+        if raw_connectors is None:
+            self.problem("", "connectors", "no [[connectors]] defined: the relay would accept no connection")
+        elif not isinstance(raw_connectors, list):
+            self.problem("", "connectors", "must be an array of tables ([[connectors]])")
+        else:
+            for position, raw in enumerate(raw_connectors):
+                connector = self.connector(raw, position)
+                if connector is not None:
+                    connectors.append(connector)
+        if any(problem.severity is Severity.ERROR for problem in self.problems):
+            return CheckResult(None, self.problems)
+        config = RelayConfig(
+            connectors=tuple(connectors),
+            server=server,
+            accepted_domains=domains,
+            smarthost=smarthost,
+            plugins=plugins,
+            source=self.source,
+        )
+        self.problems.extend(validate_config(config))
+        if any(problem.severity is Severity.ERROR for problem in self.problems):
+            return CheckResult(None, self.problems)
+        return CheckResult(config, self.problems)
+
+    def server(self, table: Mapping[str, Any]) -> ServerSettings:
+        self.unknown_keys(table, SERVER_KEYS, "[server]")
+        fqdn = table.get("fqdn", ServerSettings().fqdn)
+        if not isinstance(fqdn, str):
+            self.problem("[server]", "fqdn", f"{fqdn!r} is not a string")
+            return ServerSettings()
+        return ServerSettings(fqdn=fqdn)
+
+    def accepted_domains(self, value: object) -> tuple[AcceptedDomain, ...]:
+        if not isinstance(value, list):
+            self.problem("", "accepted_domains", "must be an array of tables ([[accepted_domains]])")
+            return ()
+        domains = []
+        for index, raw in enumerate(value):
+            section = f"accepted_domains[{index}]"
+            table = self.table(raw, section)
+            self.unknown_keys(table, ACCEPTED_DOMAIN_KEYS, section)
+            domain = table.get("domain")
+            if not isinstance(domain, str):
+                self.problem(section, "domain", "is required and must be a string" if domain is None else f"{domain!r} is not a string")
+                continue
+            try:
+                kind = parse_enum(AcceptedDomainType, table.get("type", "Authoritative"))
+            except ValueError as error:
+                self.problem(section, "type", str(error))
+                continue
+            domains.append(AcceptedDomain(domain.strip().lower(), kind))
+        return tuple(domains)
+
+    def smarthost(self, value: object) -> SmarthostSettings:
+        table = self.table(value, "[smarthost]")
+        self.unknown_keys(table, SMARTHOST_KEYS, "[smarthost]")
+        defaults = SmarthostSettings()
+        values: dict[str, Any] = {}
+        for key, kind in (("host", str), ("port", int), ("starttls", bool), ("ssl", bool), ("username", str), ("password", str)):
+            if key not in table:
+                continue
+            raw = table[key]
+            if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+                self.problem("[smarthost]", key, f"{raw!r} is not a {kind.__name__}")
+                continue
+            values[key] = raw
+        port = values.get("port", defaults.port)
+        if not 1 <= port <= 65535:
+            self.problem("[smarthost]", "port", f"{port} is outside 1-65535")
+        return SmarthostSettings(**values)
+
+    def plugins(self, table: Mapping[str, Any]) -> PluginSettings:
+        self.unknown_keys(table, PLUGIN_KEYS, "[plugins]")
+        raw = table.get("disabled", [])
+        try:
+            names = parse_list(raw, _name_string)
+        except FieldError as error:
+            field = "disabled" if error.index is None else f"disabled[{error.index}]"
+            self.problem("[plugins]", field, str(error))
+            return PluginSettings()
+        return PluginSettings(disabled=names)
+
+    def connector(self, raw: object, position: int) -> Connector | None:
+        table = self.table(raw, f"connectors[{position}]")
+        name = table.get("name")
+        if not isinstance(name, str) or not name.strip():
+            self.problem(f"connectors[{position}]", "name", "is required and must be a non-empty string")
+            return None
+        section = f"connector {name!r}"
+        known = ("name", "permissions", *CONNECTOR_FIELDS)
+        self.unknown_keys(table, known, section)
+        values: dict[str, Any] = {}
+        for key, parse in CONNECTOR_FIELDS.items():
+            if key not in table:
+                continue
+            try:
+                values[key] = parse(table[key])
+            except FieldError as error:
+                field = key if error.index is None else f"{key}[{error.index}]"
+                self.problem(section, field, str(error))
+            except (ValueError, AddressError) as error:
+                self.problem(section, key, str(error))
+        permissions = self.permissions(table.get("permissions", []), section)
+        usage = values.get("usage", Usage.CUSTOM)
+        defaults = USAGE_DEFAULTS[usage]
+        values.setdefault("permission_groups", defaults.permission_groups)
+        values.setdefault("auth_mechanism", defaults.auth_mechanism)
+        for key in ("bindings", "remote_ip_ranges"):
+            if key in values or key in table:
+                continue
+            default = getattr(defaults, key)
+            if default is None:
+                self.problem(section, key, f"is required for a connector of usage {usage.value}")
+            else:
+                values[key] = default
+        if "bindings" not in values or "remote_ip_ranges" not in values:
+            return None
+        return Connector(name=name, permissions=permissions, **values)
+
+    def permissions(self, value: object, section: str) -> tuple[PermissionEntry, ...]:
+        if not isinstance(value, list):
+            self.problem(section, "permissions", "must be an array of tables ([[connectors.permissions]])")
+            return ()
+        entries = []
+        for index, raw in enumerate(value):
+            where = f"permissions[{index}]"
+            table = self.table(raw, section, where)
+            for key in table:
+                if key not in PERMISSION_KEYS:
+                    self.problem(section, f"{where}.{key}", f"unknown key{_suggest(str(key), PERMISSION_KEYS)}")
+            user = table.get("user")
+            if not isinstance(user, str) or not user.strip():
+                self.problem(section, f"{where}.user", "is required and must be a non-empty string")
+                continue
+            if "extended_rights" not in table:
+                self.problem(section, f"{where}.extended_rights", "is required: name the rights to allow or deny")
+                continue
+            try:
+                rights = parse_list(table["extended_rights"], lambda item: parse_enum(Right, item))
+            except FieldError as error:
+                suffix = "" if error.index is None else f"[{error.index}]"
+                self.problem(section, f"{where}.extended_rights{suffix}", str(error))
+                continue
+            if not rights:
+                self.problem(section, f"{where}.extended_rights", "must name at least one extended right")
+                continue
+            deny = table.get("deny", False)
+            if not isinstance(deny, bool):
+                self.problem(section, f"{where}.deny", f"{deny!r} is not true or false")
+                continue
+            entries.append(PermissionEntry(canonical_principal(user), frozenset(rights), deny))
+        return tuple(entries)
+
+
+def canonical_principal(user: str) -> str:
+    """Well-known principals in their canonical spelling (Windows names are case-insensitive)."""
+    wanted = user.strip().casefold()
+    for principal in Principal:
+        if principal.value.casefold() == wanted:
+            return principal.value
+    return user.strip()
+
+
+def _name_string(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a plugin name")
+    return value.strip()

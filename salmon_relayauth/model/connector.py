@@ -1,0 +1,158 @@
+"""The receive connector and the server-wide settings around it, as frozen values.
+
+Field names are the snake_case of the New-/Set-ReceiveConnector parameters (reference §7); defaults
+are Exchange's for a new connector on a Mailbox server. Usage-type defaults (reference §5) are
+applied by the configuration loader, which knows which fields the operator left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .addresses import Binding, RemoteIPRange
+from .enums import (
+    AcceptedDomainType,
+    AuthMechanism,
+    MessageRateSource,
+    PermissionGroup,
+    ProtocolLoggingLevel,
+    Right,
+    SizeMode,
+    TransportRole,
+    Usage,
+)
+
+__all__ = [
+    "AcceptedDomain",
+    "Connector",
+    "PermissionEntry",
+    "PluginSettings",
+    "RelayConfig",
+    "ServerSettings",
+    "SmarthostSettings",
+]
+
+MAX_NAME_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionEntry:
+    """An explicit permission on a connector, the Add-ADPermission analogue."""
+
+    user: str
+    extended_rights: frozenset[Right]
+    deny: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    """One receive connector. ``None`` in a limit means Exchange's ``Unlimited``."""
+
+    name: str
+    bindings: tuple[Binding, ...]
+    remote_ip_ranges: tuple[RemoteIPRange, ...]
+    usage: Usage = Usage.CUSTOM
+    transport_role: TransportRole = TransportRole.FRONTEND_TRANSPORT
+    enabled: bool = True
+    comment: str = ""
+    # security
+    auth_mechanism: frozenset[AuthMechanism] = frozenset({AuthMechanism.TLS})
+    permission_groups: frozenset[PermissionGroup] = frozenset({PermissionGroup.NONE})
+    permissions: tuple[PermissionEntry, ...] = ()
+    require_tls: bool = False
+    domain_secure_enabled: bool = False
+    max_logon_failures: int = 3
+    auth_tarpit_interval: timedelta = timedelta(seconds=5)
+    # identity on the wire
+    banner: str | None = None
+    fqdn: str | None = None
+    require_ehlo_domain: bool = False
+    # limits
+    max_message_size: int = 36 << 20
+    max_header_size: int = 256 << 10
+    max_recipients_per_message: int = 200
+    max_hop_count: int = 30
+    max_local_hop_count: int = 8
+    max_protocol_errors: int | None = 5
+    max_inbound_connection: int | None = 5000
+    max_inbound_connection_per_source: int | None = 20
+    max_inbound_connection_percentage_per_source: int = 2
+    message_rate_limit: int | None = None
+    message_rate_source: MessageRateSource = MessageRateSource.IP_ADDRESS
+    connection_timeout: timedelta = timedelta(minutes=10)
+    connection_inactivity_timeout: timedelta = timedelta(minutes=5)
+    tarpit_interval: timedelta = timedelta(seconds=5)
+    # ESMTP
+    enhanced_status_codes_enabled: bool = True
+    pipelining_enabled: bool = True
+    size_enabled: SizeMode = SizeMode.ENABLED
+    eight_bit_mime_enabled: bool = True
+    binary_mime_enabled: bool = True
+    chunking_enabled: bool = True
+    delivery_status_notification_enabled: bool = True
+    long_addresses_enabled: bool = False
+    orar_enabled: bool = False
+    bare_linefeed_rejection_enabled: bool = False
+    reject_reserved_top_level_recipient_domains: bool = False
+    reject_reserved_second_level_recipient_domains: bool = False
+    reject_single_label_recipient_domains: bool = False
+    protocol_logging_level: ProtocolLoggingLevel = ProtocolLoggingLevel.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedDomain:
+    """An accepted domain; ``domain`` may start with ``*.`` to cover every subdomain."""
+
+    domain: str
+    type: AcceptedDomainType = AcceptedDomainType.AUTHORITATIVE
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Server-wide settings: the FQDN connectors default to."""
+
+    fqdn: str = "localhost"
+
+
+@dataclass(frozen=True, slots=True)
+class SmarthostSettings:
+    """Where relayed mail goes; mirrors Salmon's ``Relay`` arguments."""
+
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSettings:
+    """Which plugins to leave out: names of default plugins or of entry points."""
+
+    disabled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """A whole, validated configuration. ``source`` names the file it came from, for messages."""
+
+    connectors: tuple[Connector, ...]
+    server: ServerSettings = ServerSettings()
+    accepted_domains: tuple[AcceptedDomain, ...] = ()
+    smarthost: SmarthostSettings | None = None
+    plugins: PluginSettings = PluginSettings()
+    source: str = "<python>"
+
+    def connector(self, name: str) -> Connector:
+        """The connector called ``name`` (names compare case-insensitively, as in Exchange)."""
+        wanted = name.casefold()
+        for connector in self.connectors:
+            if connector.name.casefold() == wanted:
+                return connector
+        raise KeyError(name)
+
+    @property
+    def enabled_connectors(self) -> tuple[Connector, ...]:
+        return tuple(connector for connector in self.connectors if connector.enabled)

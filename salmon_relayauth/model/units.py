@@ -1,0 +1,99 @@
+"""Exchange value spellings: byte quantities (``36MB``), timespans (``00:05:00``) and ``Unlimited``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+__all__ = [
+    "UNLIMITED",
+    "format_byte_size",
+    "format_timespan",
+    "parse_byte_size",
+    "parse_limit",
+    "parse_timespan",
+]
+
+UNLIMITED = "Unlimited"
+
+# Exchange's ByteQuantifiedSize uses binary multiples: 36 MB is 37,748,736 bytes.
+_BYTE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*(?:\(\s*[\d,]+\s*bytes\s*\))?\s*$", re.IGNORECASE)
+# [-][d.]hh:mm:ss[.fffffff], the form Get-ReceiveConnector prints.
+_TIMESPAN = re.compile(r"^\s*(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?\s*$")
+
+
+def parse_byte_size(value: object) -> int:
+    """Bytes from an integer or an Exchange size such as ``36MB``, ``256 KB`` or ``36 MB (37,748,736 bytes)``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is a negative size")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a size; write bytes or a size such as '36MB'")
+    match = _BYTE_SIZE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size; write bytes or a size such as '36MB' (units B, KB, MB, GB)")
+    number, unit = match.group(1), (match.group(2) or "B").upper()
+    size = float(number) * _BYTE_UNITS[unit]
+    if size != int(size):
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    return int(size)
+
+
+def format_byte_size(size: int) -> str:
+    """The shortest exact Exchange spelling: ``37748736`` -> ``36MB``."""
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size and size % _BYTE_UNITS[unit] == 0:
+            return f"{size // _BYTE_UNITS[unit]}{unit}"
+    return f"{size}B"
+
+
+def parse_timespan(value: object) -> timedelta:
+    """A timespan from ``hh:mm:ss``, ``d.hh:mm:ss`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a timespan")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{value} is a negative timespan")
+        return timedelta(seconds=value)
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a timespan; write 'hh:mm:ss' or 'd.hh:mm:ss'")
+    match = _TIMESPAN.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a timespan; write 'hh:mm:ss' or 'd.hh:mm:ss'")
+    days, hours, minutes, seconds, fraction = match.groups()
+    if int(minutes) > 59 or int(seconds) > 59 or int(hours) > 23:
+        raise ValueError(f"{value!r} is not a timespan: hours run to 23, minutes and seconds to 59")
+    return timedelta(
+        days=int(days or 0),
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds),
+        microseconds=int((fraction or "0").ljust(7, "0")) // 10,
+    )
+
+
+def format_timespan(span: timedelta) -> str:
+    """The Exchange spelling: ``timedelta(minutes=5)`` -> ``00:05:00``; days as ``1.00:00:00``."""
+    whole = int(span.total_seconds())
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    if span.microseconds:
+        text += f".{span.microseconds * 10:07d}"
+    return f"{days}.{text}" if days else text
+
+
+def parse_limit(value: object) -> int | None:
+    """An integer limit, or None for ``Unlimited`` (any case)."""
+    if isinstance(value, str) and value.strip().lower() == UNLIMITED.lower():
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a whole number or 'Unlimited'")
+    return value
