@@ -47,7 +47,7 @@ def relayauth_select_connector(
 
 
 @hookspec
-def relayauth_validate_config(config: RelayConfig) -> list[ConfigProblem]:
+def relayauth_validate_config(config: RelayConfig) -> list[ConfigProblem]:  # type: ignore[empty-body]
     """Find problems in a configuration that already passed the built-in checks.
 
     :param config: the configuration being loaded or checked.

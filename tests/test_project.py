@@ -1,0 +1,39 @@
+"""Project hygiene that CI relies on: the README's commands and .ci/run stay in step."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```sh\n(.+?)\n```", text)
+
+
+def test_readme_opens_with_two_setup_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 2
+    run_sample, run_tests = commands[0], commands[1]
+    assert "salmon-relayauth" in run_sample
+    assert "pytest" in run_tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
+
+
+def test_readme_first_command_target_runs() -> None:
+    """The part of the first command after installation: the CLI on the sample configuration."""
+    result = subprocess.run(
+        [sys.executable, "-m", "salmon_relayauth", "check", str(ROOT / "sample_app" / "config" / "relay.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Anonymous Relay" in result.stdout
