@@ -152,4 +152,5 @@ CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
     "reject_reserved_second_level_recipient_domains": _boolean,
     "reject_single_label_recipient_domains": _boolean,
     "protocol_logging_level": _one(ProtocolLoggingLevel),
+    "acknowledge_open_relay": _boolean,
 }

@@ -118,9 +118,9 @@ def parse_remote_ip_range(text: str) -> RemoteIPRange:
     if "-" in raw:
         low_text, _, high_text = raw.partition("-")
         low, high = parse_ip(low_text), parse_ip(high_text)
-        if low.version != high.version:
+        (version, first), (high_version, last) = _family_and_int(low), _family_and_int(high)
+        if version != high_version:
             raise AddressError(f"{text!r} mixes IPv4 and IPv6 ends")
-        (version, first), (_, last) = _plain(low), _plain(high)
         if first > last:
             raise AddressError(f"{text!r} is reversed: {low_text.strip()} is after {high_text.strip()}")
         return RemoteIPRange(version, first, last, RangeForm.RANGE)
@@ -128,18 +128,18 @@ def parse_remote_ip_range(text: str) -> RemoteIPRange:
     return RemoteIPRange(version, value, value, RangeForm.SINGLE)
 
 
-def _plain(address: IPAddress) -> tuple[int, int]:
-    return address.version, int(address)
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: ``int()`` would also take ``2_5``, `` 25`` and non-ASCII digits."""
+    return text.isascii() and text.isdigit()
 
 
 def _parse_cidr(text: str, raw: str) -> RemoteIPRange:
     address_text, _, prefix_text = raw.partition("/")
     address = parse_ip(address_text)
     bits = 32 if address.version == 4 else 128
-    try:
-        prefix = int(prefix_text.strip())
-    except ValueError:
-        raise AddressError(f"{text!r} has a prefix length that is not a number") from None
+    if not _is_decimal(prefix_text.strip()):
+        raise AddressError(f"{text!r} has a prefix length that is not a number")
+    prefix = int(prefix_text.strip())
     if not 0 <= prefix <= bits:
         raise AddressError(f"{text!r} has prefix length {prefix}; IPv{address.version} allows 0 to {bits}")
     host_bits = bits - prefix
@@ -195,10 +195,9 @@ def parse_binding(text: str) -> Binding:
         host, sep, port_text = raw.rpartition(":")
         if not sep or ":" in host:
             raise AddressError(f"binding {text!r} must be written IPv4:port or [IPv6]:port")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise AddressError(f"binding {text!r} has a port that is not a number") from None
+    if not _is_decimal(port_text):
+        raise AddressError(f"binding {text!r} has a port that is not a number")
+    port = int(port_text)
     if not 1 <= port <= 65535:
         raise AddressError(f"binding {text!r} has port {port}; ports run from 1 to 65535")
     address = parse_ip(host)

@@ -98,6 +98,8 @@ class Connector:
     reject_reserved_second_level_recipient_domains: bool = False
     reject_single_label_recipient_domains: bool = False
     protocol_logging_level: ProtocolLoggingLevel = ProtocolLoggingLevel.NONE
+    # not Exchange: the operator's written consent to relay for public or very wide ranges
+    acknowledge_open_relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fractions import Fraction
 
 __all__ = [
     "UNLIMITED",
@@ -18,7 +19,8 @@ UNLIMITED = "Unlimited"
 
 # Exchange's ByteQuantifiedSize uses binary multiples: 36 MB is 37,748,736 bytes.
 _BYTE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*(?:\(\s*[\d,]+\s*bytes\s*\))?\s*$", re.IGNORECASE)
+_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*(?:\(\s*([\d,]+)\s*bytes\s*\))?\s*$", re.IGNORECASE)
+_MAX_SECONDS = 999_999_999  # timedelta's own limit is about 86 billion seconds
 # [-][d.]hh:mm:ss[.fffffff], the form Get-ReceiveConnector prints.
 _TIMESPAN = re.compile(r"^\s*(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?\s*$")
 
@@ -36,10 +38,12 @@ def parse_byte_size(value: object) -> int:
     match = _BYTE_SIZE.match(value)
     if match is None:
         raise ValueError(f"{value!r} is not a size; write bytes or a size such as '36MB' (units B, KB, MB, GB)")
-    number, unit = match.group(1), (match.group(2) or "B").upper()
-    size = float(number) * _BYTE_UNITS[unit]
-    if size != int(size):
+    number, unit, spelled_out = match.group(1), (match.group(2) or "B").upper(), match.group(3)
+    size = Fraction(number) * _BYTE_UNITS[unit]  # exact: a float would round large sizes
+    if size.denominator != 1:
         raise ValueError(f"{value!r} is not a whole number of bytes")
+    if spelled_out is not None and int(spelled_out.replace(",", "")) != size:
+        raise ValueError(f"{value!r} contradicts itself: {number} {unit} is {int(size):,} bytes")
     return int(size)
 
 
@@ -56,8 +60,8 @@ def parse_timespan(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a timespan")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{value} is a negative timespan")
+        if not 0 <= value <= _MAX_SECONDS:
+            raise ValueError(f"{value} is not a timespan of 0 to {_MAX_SECONDS} seconds")
         return timedelta(seconds=value)
     if isinstance(value, timedelta):
         return value
@@ -80,9 +84,8 @@ def parse_timespan(value: object) -> timedelta:
 
 def format_timespan(span: timedelta) -> str:
     """The Exchange spelling: ``timedelta(minutes=5)`` -> ``00:05:00``; days as ``1.00:00:00``."""
-    whole = int(span.total_seconds())
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
+    days = span.days
+    hours, rest = divmod(span.seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
     if span.microseconds:
