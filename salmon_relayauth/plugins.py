@@ -51,9 +51,9 @@ def make_plugin_manager(
         )
     for name in blocked:
         manager.set_blocked(name)
-    for name, plugin in DEFAULT_PLUGINS.items():
+    for name, plugin_class in DEFAULT_PLUGINS.items():
         if name not in blocked:
-            _register(manager, plugin, name)
+            _register(manager, plugin_class(), name)
     for entry_point in found_entrypoints:
         if entry_point.name not in blocked:
             _register(manager, _load(entry_point), entry_point.name)

@@ -1,11 +1,14 @@
-"""The policy a relay runs: a validated configuration, its plugin manager and its selection index.
+"""The policy a relay runs: a validated configuration, its plugin manager and its indexes.
 
-The listener, the Salmon routing guard and the CLI all go through :class:`RelayPolicy`, so a
-simulated decision (``explain``) and a live one can never differ.
+The listener, the Salmon routing guard and the CLI all go through :class:`RelayPolicy` (usually via
+:class:`~salmon_relayauth.session.RelaySession`), so a simulated decision (``explain``) and a live
+one can never differ. Every method here calls hooks and folds their results; the folds themselves
+are pure functions of the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pluggy
@@ -13,15 +16,34 @@ import pluggy
 from .config.loader import read_config
 from .config.problems import ConfigError, ConfigProblem, Severity
 from .defaults.selection import MostSpecificSelection
+from .engine.domains import AcceptedDomains
+from .engine.headers import MessageFacts
+from .engine.permissions import fold_grants
+from .engine.replies import reply
 from .engine.selection import ConnectorIndex
+from .engine.smtp_address import MailPath
 from .model.connection import ConnectionInfo, ConnectorSelection
-from .model.connector import RelayConfig
+from .model.connector import Connector, RelayConfig
 from .model.decision import Decision
+from .model.rights import EffectiveRights, Grant
+from .model.session import SessionState
 from .plugins import make_plugin_manager
 
-__all__ = ["NO_CONNECTOR", "RelayPolicy", "load_policy"]
+__all__ = ["RelayPolicy", "fold_decisions", "load_policy"]
 
-NO_CONNECTOR_TEXT = "Service not available, closing transmission channel"
+_POLICY = "relayauth.policy"
+
+
+def fold_decisions(decisions: Iterable[Decision | None], when_silent: Decision) -> Decision:
+    """The most severe decision wins; ``when_silent`` when no plugin decided.
+
+    Ties are broken on the decision's own values, so the result never depends on the order in
+    which plugins were registered.
+    """
+    decided = [decision for decision in decisions if decision is not None]
+    if not decided:
+        return when_silent
+    return max(decided, key=lambda d: (d.severity, d.code, d.status, d.text, d.source, d.reason))
 
 
 class RelayPolicy:
@@ -32,6 +54,9 @@ class RelayPolicy:
         self.plugin_manager = plugin_manager or make_plugin_manager(disabled=config.plugins.disabled)
         self.hook = self.plugin_manager.hook
         self.index = ConnectorIndex.build(config.connectors, source=MostSpecificSelection.name)
+        self.domains = AcceptedDomains(config.accepted_domains)
+
+    # -- connection ---------------------------------------------------------------------------
 
     def select_connector(self, connection: ConnectionInfo) -> ConnectorSelection | None:
         """The connector for a new connection, or None when it must be refused (see :meth:`no_connector`)."""
@@ -43,16 +68,79 @@ class RelayPolicy:
     def no_connector(self, connection: ConnectionInfo) -> Decision:
         """The greeting for a connection no connector takes: ``421 4.3.2``, so a misplaced sender
         queues and retries instead of bouncing mail while the operator fixes the ranges."""
-        return Decision(
-            421,
-            "4.3.2",
-            NO_CONNECTOR_TEXT,
-            reason=(
-                f"no enabled connector binds {connection.local_address}:{connection.local_port} "
-                f"for client {connection.remote_address}"
-            ),
-            source="relayauth.policy",
+        return reply(
+            "service_unavailable",
+            f"no enabled connector binds {connection.local_address}:{connection.local_port} "
+            f"for client {connection.remote_address}",
+            _POLICY,
         )
+
+    # -- identity and rights ------------------------------------------------------------------
+
+    def principals(self, connector: Connector, connection: ConnectionInfo, user: str | None, tls: bool) -> frozenset[str]:
+        results: list[list[str]] = self.hook.relayauth_principals(
+            config=self.config, connector=connector, connection=connection, user=user, tls=tls
+        )
+        return frozenset(principal for result in results for principal in result)
+
+    def grants(
+        self, connector: Connector, connection: ConnectionInfo, principals: frozenset[str], user: str | None
+    ) -> list[Grant]:
+        results: list[list[Grant]] = self.hook.relayauth_grants(
+            config=self.config, connector=connector, connection=connection, principals=principals, user=user
+        )
+        return [grant for result in results for grant in result]
+
+    def session_state(
+        self, session_id: str, connection: ConnectionInfo, connector: Connector, user: str | None = None, tls: bool = False
+    ) -> SessionState:
+        """Who the session runs as and what it may do, computed through the hooks."""
+        principals = self.principals(connector, connection, user, tls)
+        rights: EffectiveRights = fold_grants(self.grants(connector, connection, principals, user), principals)
+        return SessionState(session_id, connection, connector, principals, rights, user, tls)
+
+    def authenticate(self, connector: Connector, username: str, password: str) -> bool:
+        result = self.hook.relayauth_authenticate(
+            config=self.config, connector=connector, username=username, password=password
+        )
+        return result is True
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def judge_mail(self, session: SessionState, sender: MailPath, declared_size: int | None) -> Decision:
+        decisions = self.hook.relayauth_check_mail(
+            config=self.config, session=session, domains=self.domains, sender=sender, declared_size=declared_size
+        )
+        return fold_decisions(decisions, reply("cannot_submit", "no plugin accepted the sender", _POLICY))
+
+    def judge_rcpt(self, session: SessionState, sender: MailPath, recipient: MailPath, accepted_count: int) -> Decision:
+        decisions = self.hook.relayauth_check_rcpt(
+            config=self.config,
+            session=session,
+            domains=self.domains,
+            sender=sender,
+            recipient=recipient,
+            accepted_count=accepted_count,
+        )
+        return fold_decisions(decisions, reply("unable_to_relay", "no plugin accepted the recipient", _POLICY))
+
+    def judge_message(
+        self, session: SessionState, sender: MailPath, recipients: tuple[MailPath, ...], facts: MessageFacts
+    ) -> Decision | None:
+        """A refusal for the message, or None to accept it."""
+        decisions = self.hook.relayauth_check_message(
+            config=self.config, session=session, sender=sender, recipients=recipients, facts=facts
+        )
+        decided = [decision for decision in decisions if decision is not None and not decision.accepted]
+        return fold_decisions(decided, reply("message_ok")) if decided else None
+
+    def firewalled_headers(self, session: SessionState, header_names: tuple[str, ...]) -> set[str]:
+        results: list[list[str]] = self.hook.relayauth_header_firewall(
+            config=self.config, session=session, header_names=header_names
+        )
+        return {name.lower() for result in results for name in result}
+
+    # -- configuration --------------------------------------------------------------------------
 
     def plugin_problems(self) -> list[ConfigProblem]:
         """Problems the plugins' ``relayauth_validate_config`` implementations find."""
@@ -61,7 +149,8 @@ class RelayPolicy:
 
 
 def load_policy(path: str | Path, plugin_manager: pluggy.PluginManager | None = None) -> RelayPolicy:
-    """Read, validate and compile a configuration file; raise :class:`ConfigError` on any error."""
+    """Read, validate and compile a configuration file; raise :class:`ConfigError` on any error
+    (including the plugins' checks, such as open-relay detection)."""
     result = read_config(path)
     if result.config is None:
         raise ConfigError(result.problems)
@@ -70,4 +159,3 @@ def load_policy(path: str | Path, plugin_manager: pluggy.PluginManager | None = 
     if any(problem.severity is Severity.ERROR for problem in problems):
         raise ConfigError(problems)
     return policy
-

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import check
+from . import admin, check, explain
 
 __all__ = ["main"]
 
-_VERBS = (check,)
+_VERBS = (check, explain, admin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,6 +68,8 @@ def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
         data["accepted_domains"] = [
             {"domain": domain.domain, "type": domain.type.value} for domain in config.accepted_domains
         ]
+    if config.authentication.users_file is not None:
+        data["authentication"] = {"users_file": str(config.authentication.users_file)}
     if config.plugins.disabled:
         data["plugins"] = {"disabled": list(config.plugins.disabled)}
     data["connectors"] = [connector_to_mapping(connector) for connector in config.connectors]

@@ -31,11 +31,13 @@ E = TypeVar("E", bound=Enum)
 
 
 class FieldError(ValueError):
-    """A bad value inside a field; ``index`` is the list position for list fields."""
+    """Bad values inside a field: ``items`` lists ``(list position or None, message)`` for each one;
+    ``index`` is the position of the first."""
 
-    def __init__(self, message: str, index: int | None = None) -> None:
+    def __init__(self, message: str, index: int | None = None, items: list[tuple[int | None, str]] | None = None) -> None:
         super().__init__(message)
         self.index = index
+        self.items = items if items is not None else [(index, message)]
 
 
 def parse_list(value: object, item: Callable[[Any], T]) -> tuple[T, ...]:
@@ -45,11 +47,16 @@ def parse_list(value: object, item: Callable[[Any], T]) -> tuple[T, ...]:
     if not isinstance(value, (list, tuple)):
         raise FieldError(f"{value!r} is not a list")
     parsed = []
+    bad: list[tuple[int | None, str]] = []
     for index, raw in enumerate(value):
         try:
             parsed.append(item(raw))
+        except FieldError as error:
+            bad.extend((index, message) for _, message in error.items)
         except (ValueError, AddressError) as error:
-            raise FieldError(str(error), index) from None
+            bad.append((index, str(error)))
+    if bad:
+        raise FieldError(bad[0][1], bad[0][0], bad)
     return tuple(parsed)
 
 
@@ -94,6 +101,8 @@ def _optional_text(value: object) -> str | None:
 
 
 def _bindings(value: object) -> tuple[Binding, ...]:
+    if isinstance(value, str) and "," in value:
+        value = [part for part in value.split(",") if part.strip()]
     return parse_list(value, parse_binding)
 
 

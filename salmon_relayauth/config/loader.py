@@ -17,6 +17,7 @@ from typing import Any
 from ..model.addresses import AddressError
 from ..model.connector import (
     AcceptedDomain,
+    AuthenticationSettings,
     Connector,
     PermissionEntry,
     PluginSettings,
@@ -32,7 +33,8 @@ from .validate import validate_config
 
 __all__ = ["CheckResult", "config_from_mapping", "load_config", "read_config", "read_config_text"]
 
-TOP_LEVEL_KEYS = ("server", "accepted_domains", "connectors", "smarthost", "plugins")
+TOP_LEVEL_KEYS = ("server", "accepted_domains", "connectors", "smarthost", "plugins", "authentication")
+AUTHENTICATION_KEYS = ("users_file",)
 SERVER_KEYS = ("fqdn",)
 SMARTHOST_KEYS = ("host", "port", "starttls", "ssl", "username", "password")
 PERMISSION_KEYS = ("user", "extended_rights", "deny")
@@ -62,7 +64,7 @@ def load_config(path: str | Path) -> RelayConfig:
 
 def config_from_mapping(data: Mapping[str, Any], source: str = "<python>") -> RelayConfig:
     """The Python API: the same structure as the TOML file, as dicts and lists."""
-    result = _Reader(source).read(data)
+    result = _Reader(source, Path.cwd()).read(data)
     if result.config is None:
         raise ConfigError(result.problems)
     return result.config
@@ -72,21 +74,22 @@ def read_config(path: str | Path) -> CheckResult:
     """Read a TOML file and return the config with every problem found (nothing is raised)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except OSError as error:
         return CheckResult(None, [ConfigProblem(source, "", "", f"cannot read the file: {error.strerror}")])
     except UnicodeDecodeError as error:
         return CheckResult(None, [ConfigProblem(source, "", "", f"the file is not UTF-8 text: {error.reason}")])
-    return read_config_text(text, source)
+    return read_config_text(text, source, Path(path).parent)
 
 
-def read_config_text(text: str, source: str) -> CheckResult:
-    """Like :func:`read_config` for TOML text already in memory."""
+def read_config_text(text: str, source: str, base_dir: Path | None = None) -> CheckResult:
+    """Like :func:`read_config` for TOML text already in memory; relative paths in it are taken
+    from ``base_dir`` (the directory of ``source`` when not given)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         return CheckResult(None, [ConfigProblem(source, "", "", f"invalid TOML: {error}")])
-    return _Reader(source).read(data)
+    return _Reader(source, base_dir if base_dir is not None else Path(source).parent).read(data)
 
 
 def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
@@ -95,9 +98,13 @@ def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
 
 
 class _Reader:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
+        self.base_dir = base_dir
         self.problems: list[ConfigProblem] = []
+        # connectors with a value that could not be read: their own cross-field rules are not
+        # checked (they would compare against stand-in defaults), the file-wide rules still are
+        self.partly_read: set[str] = set()
 
     def problem(self, section: str, field: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.source, section, field, message))
@@ -107,6 +114,10 @@ class _Reader:
             return value
         self.problem(section, field, f"must be a table, not {value!r}")
         return {}
+
+    def field_problems(self, section: str, field: str, error: FieldError) -> None:
+        for index, message in error.items:
+            self.problem(section, field if index is None else f"{field}[{index}]", message)
 
     def unknown_keys(self, table: Mapping[str, Any], known: tuple[str, ...], section: str) -> None:
         for key in table:
@@ -119,6 +130,7 @@ class _Reader:
         domains = self.accepted_domains(data.get("accepted_domains", []))
         smarthost = self.smarthost(data["smarthost"]) if "smarthost" in data else None
         plugins = self.plugins(self.table(data.get("plugins", {}), "[plugins]"))
+        authentication = self.authentication(self.table(data.get("authentication", {}), "[authentication]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
         if raw_connectors is None:
@@ -130,17 +142,16 @@ class _Reader:
                 connector = self.connector(raw, position)
                 if connector is not None:
                     connectors.append(connector)
-        if any(problem.severity is Severity.ERROR for problem in self.problems):
-            return CheckResult(None, self.problems)
         config = RelayConfig(
             connectors=tuple(connectors),
             server=server,
             accepted_domains=domains,
             smarthost=smarthost,
             plugins=plugins,
+            authentication=authentication,
             source=self.source,
         )
-        self.problems.extend(validate_config(config))
+        self.problems.extend(validate_config(config, skip_connector_rules=self.partly_read))
         if any(problem.severity is Severity.ERROR for problem in self.problems):
             return CheckResult(None, self.problems)
         return CheckResult(config, self.problems)
@@ -198,10 +209,19 @@ class _Reader:
         try:
             names = parse_list(raw, _name_string)
         except FieldError as error:
-            field = "disabled" if error.index is None else f"disabled[{error.index}]"
-            self.problem("[plugins]", field, str(error))
+            self.field_problems("[plugins]", "disabled", error)
             return PluginSettings()
         return PluginSettings(disabled=names)
+
+    def authentication(self, table: Mapping[str, Any]) -> AuthenticationSettings:
+        self.unknown_keys(table, AUTHENTICATION_KEYS, "[authentication]")
+        raw = table.get("users_file")
+        if raw is None:
+            return AuthenticationSettings()
+        if not isinstance(raw, str) or not raw.strip():
+            self.problem("[authentication]", "users_file", f"{raw!r} is not a file path")
+            return AuthenticationSettings()
+        return AuthenticationSettings(users_file=self.base_dir / raw)
 
     def connector(self, raw: object, position: int) -> Connector | None:
         table = self.table(raw, f"connectors[{position}]")
@@ -213,16 +233,18 @@ class _Reader:
         known = ("name", "permissions", *CONNECTOR_FIELDS)
         self.unknown_keys(table, known, section)
         values: dict[str, Any] = {}
+        unparsed: set[str] = set()
         for key, parse in CONNECTOR_FIELDS.items():
             if key not in table:
                 continue
             try:
                 values[key] = parse(table[key])
             except FieldError as error:
-                field = key if error.index is None else f"{key}[{error.index}]"
-                self.problem(section, field, str(error))
+                self.field_problems(section, key, error)
+                unparsed.add(key)
             except (ValueError, AddressError) as error:
                 self.problem(section, key, str(error))
+                unparsed.add(key)
         permissions = self.permissions(table.get("permissions", []), section)
         usage = values.get("usage", Usage.CUSTOM)
         defaults = USAGE_DEFAULTS[usage]
@@ -238,7 +260,10 @@ class _Reader:
                 values[key] = default
         if "bindings" not in values or "remote_ip_ranges" not in values:
             return None
-        return Connector(name=name, permissions=permissions, **values)
+        connector = Connector(name=name, permissions=permissions, **values)
+        if unparsed:
+            self.partly_read.add(connector.name)
+        return connector
 
     def permissions(self, value: object, section: str) -> tuple[PermissionEntry, ...]:
         if not isinstance(value, list):
@@ -261,8 +286,7 @@ class _Reader:
             try:
                 rights = parse_list(table["extended_rights"], lambda item: parse_enum(Right, item))
             except FieldError as error:
-                suffix = "" if error.index is None else f"[{error.index}]"
-                self.problem(section, f"{where}.extended_rights{suffix}", str(error))
+                self.field_problems(section, f"{where}.extended_rights", error)
                 continue
             if not rights:
                 self.problem(section, f"{where}.extended_rights", "must name at least one extended right")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import timedelta
 from typing import NamedTuple
 
-from ..model.addresses import RangeForm, RemoteIPRange
+from ..model.addresses import RemoteIPRange
 from ..model.connector import MAX_NAME_LENGTH, Connector, RelayConfig
 from ..model.enums import AuthMechanism as A
 from ..model.enums import PermissionGroup as G
@@ -47,8 +47,12 @@ def is_hostname(name: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
-def validate_config(config: RelayConfig) -> list[ConfigProblem]:
-    """Every problem of a configuration whose values each parsed on their own."""
+def validate_config(config: RelayConfig, skip_connector_rules: Collection[str] = ()) -> list[ConfigProblem]:
+    """Every problem of a configuration whose values each parsed on their own.
+
+    :param skip_connector_rules: names of connectors whose single-connector rules are not checked
+        (the loader passes those with a value it could not read).
+    """
     problems: list[ConfigProblem] = []
 
     def report(section: str, field: str, message: str, severity: Severity = Severity.ERROR) -> None:
@@ -64,6 +68,8 @@ def validate_config(config: RelayConfig) -> list[ConfigProblem]:
         if folded in seen:
             report(section, "name", f"duplicate connector name (also used by {seen[folded]!r})")
         seen[folded] = connector.name
+        if connector.name in skip_connector_rules:
+            continue
         for field, message in connector_problems(connector):
             report(section, field, message)
         if not _can_accept_sessions(connector):
@@ -182,12 +188,14 @@ class _Member(NamedTuple):
     specific: bool  # bound to the group's own address rather than through the wildcard
 
 
-class _Entry(NamedTuple):
+class _Cluster(NamedTuple):
+    """One connector's ranges that overlap each other, with the span they cover together."""
+
     first: int
     last: int
     specific: bool
     member: int
-    range: RemoteIPRange
+    ranges: tuple[RemoteIPRange, ...]
 
 
 def _binding_groups(connectors: tuple[Connector, ...]) -> Iterator[tuple[int, list[_Member]]]:
@@ -213,51 +221,64 @@ def _binding_groups(connectors: tuple[Connector, ...]) -> Iterator[tuple[int, li
 
 
 def _range_conflicts(version: int, members: list[_Member]) -> Iterator[tuple[Connector, str]]:
-    """Sweep the ranges in order keeping the chain of ranges that contain the current one.
+    """Sweep the ranges in order, keeping the chain of spans that contain the current one.
 
-    Each connector's own ranges are merged where they overlap first, so only ranges of different
-    connectors meet; a range that starts inside the innermost open range must then end inside it.
+    A connector's own ranges may overlap each other, so each connector's ranges are first grouped
+    into clusters of overlapping ranges. Clusters of different connectors are compared range by
+    range: an overlap must be a nesting, and equal ranges need different binding kinds. A cluster
+    of one range only needs comparing with the innermost open span (the others contain it).
     """
-    entries = [
-        _Entry(merged.first, merged.last, member.specific, index, merged)
+    clusters = [
+        _Cluster(ranges[0].first, max(r.last for r in ranges), member.specific, index, tuple(ranges))
         for index, member in enumerate(members)
-        for merged in _merge_overlapping([r for r in member.connector.remote_ip_ranges if r.version == version])
+        for ranges in _overlapping_clusters([r for r in member.connector.remote_ip_ranges if r.version == version])
     ]
-    entries.sort(key=lambda entry: (entry.first, -entry.last, entry.specific, entry.member))
-    chain: list[_Entry] = []
-    for entry in entries:
-        while chain and chain[-1].last < entry.first:
+    clusters.sort(key=lambda cluster: (cluster.first, -cluster.last, cluster.specific, cluster.member))
+    chain: list[_Cluster] = []
+    for cluster in clusters:
+        while chain and chain[-1].last < cluster.first:
             chain.pop()
-        if chain:
-            outer = chain[-1]
-            this, that = members[entry.member].connector, members[outer.member].connector
-            if entry.last > outer.last:
-                yield this, (
-                    f"{_describe(this, entry.range)} partly overlaps {_describe(that, outer.range)}; "
+        conflict = None
+        for depth, outer in enumerate(reversed(chain)):
+            if depth and len(outer.ranges) == 1 and len(cluster.ranges) == 1:
+                continue
+            conflict = _conflict(members, cluster, outer)
+            if conflict is not None:
+                break
+        if conflict is not None:
+            yield members[cluster.member].connector, conflict
+            continue
+        chain.append(cluster)
+
+
+def _conflict(members: list[_Member], inner: _Cluster, outer: _Cluster) -> str | None:
+    this, that = members[inner.member].connector, members[outer.member].connector
+    for mine in inner.ranges:
+        for theirs in outer.ranges:
+            if not mine.overlaps(theirs):
+                continue
+            if mine.first == theirs.first and mine.last == theirs.last:
+                if inner.specific == outer.specific:
+                    return (
+                        f"{mine} of connector {this.name!r} is the same range as {theirs} of connector "
+                        f"{that.name!r} on the same binding; give one of them another local IP or another range"
+                    )
+            elif not (mine.covers(theirs) or theirs.covers(mine)):
+                return (
+                    f"{mine} of connector {this.name!r} partly overlaps {theirs} of connector {that.name!r}; "
                     "ranges on connectors that share a binding may nest but not partly overlap"
                 )
-                continue
-            if (entry.first, entry.last, entry.specific) == (outer.first, outer.last, outer.specific):
-                yield this, (
-                    f"{_describe(this, entry.range)} is the same range as {_describe(that, outer.range)} "
-                    "on the same binding; give one of them another local IP or another range"
-                )
-                continue
-        chain.append(entry)
+    return None
 
 
-def _describe(connector: Connector, merged: RemoteIPRange) -> str:
-    shown = ", ".join(str(r) for r in connector.remote_ip_ranges if merged.covers(r))
-    return f"{shown} of connector {connector.name!r}"
-
-
-def _merge_overlapping(ranges: list[RemoteIPRange]) -> list[RemoteIPRange]:
-    merged: list[RemoteIPRange] = []
+def _overlapping_clusters(ranges: list[RemoteIPRange]) -> list[list[RemoteIPRange]]:
+    clusters: list[list[RemoteIPRange]] = []
+    end = -1
     for current in sorted(ranges, key=lambda r: (r.first, -r.last)):
-        if merged and current.first <= merged[-1].last:
-            if current.last > merged[-1].last:
-                previous = merged[-1]
-                merged[-1] = RemoteIPRange(previous.version, previous.first, current.last, RangeForm.RANGE)
+        if clusters and current.first <= end:
+            clusters[-1].append(current)
+            end = max(end, current.last)
         else:
-            merged.append(current)
-    return merged
+            clusters.append([current])
+            end = current.last
+    return clusters

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from .content import ContentLimits, HeaderFirewall
+from .open_relay import OpenRelayCheck
+from .permissions import ConnectorGrants, SessionPrincipals
+from .relay import RecipientLimit, RelayCheck, SenderCheck
 from .selection import MostSpecificSelection
+from .users_file import UsersFile
 
-__all__ = ["DEFAULT_PLUGINS", "MostSpecificSelection"]
+__all__ = ["DEFAULT_PLUGINS"]
 
-# name -> plugin object; names are what ``[plugins] disabled`` and ``set_blocked`` take.
-DEFAULT_PLUGINS: dict[str, object] = {
-    MostSpecificSelection.name: MostSpecificSelection(),
+# name -> plugin class; a plugin manager makes its own instances. The names are what
+# ``[plugins] disabled`` and ``PluginManager.set_blocked`` take.
+DEFAULT_PLUGINS: dict[str, type] = {
+    plugin.name: plugin
+    for plugin in (
+        MostSpecificSelection,
+        SessionPrincipals,
+        ConnectorGrants,
+        SenderCheck,
+        RelayCheck,
+        RecipientLimit,
+        ContentLimits,
+        HeaderFirewall,
+        OpenRelayCheck,
+        UsersFile,
+    )
 }

@@ -8,21 +8,14 @@ the same set of grants always gives the same rights, whatever order plugins retu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from ..model.connector import Connector
+from ..model.rights import EffectiveRights, Grant, RightTrace
 from ..model.enums import PermissionGroup as G
 from ..model.enums import Principal as P
 from ..model.enums import Right as R
 
-__all__ = [
-    "EffectiveRights",
-    "GROUP_GRANTS",
-    "Grant",
-    "RightTrace",
-    "connector_grants",
-    "fold_grants",
-]
+__all__ = ["GROUP_GRANTS", "connector_grants", "fold_grants"]
 
 _EXTERNALLY_SECURED_RIGHTS = frozenset(
     {
@@ -75,43 +68,6 @@ GROUP_GRANTS: Mapping[G, Mapping[P, frozenset[R]]] = {
     G.CUSTOM: {},
     G.NONE: {},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """One allow or deny of one right to one principal, and where it came from.
-
-    :param principal: who it applies to: a :class:`Principal` value or a user name.
-    :param right: the extended right.
-    :param deny: True for a deny entry.
-    :param origin: for people: ``permission group AnonymousUsers``, ``permission entry 1``, a plugin name.
-    """
-
-    principal: str
-    right: R
-    deny: bool
-    origin: str
-
-
-@dataclass(frozen=True, slots=True)
-class RightTrace:
-    """Why a right ended up granted or not: the grants that allowed and denied it."""
-
-    right: R
-    granted: bool
-    allowed_by: tuple[Grant, ...]
-    denied_by: tuple[Grant, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EffectiveRights:
-    """The rights a session holds, with the trace of every right for ``explain``."""
-
-    granted: frozenset[R]
-    traces: tuple[RightTrace, ...]
-
-    def __contains__(self, right: object) -> bool:
-        return right in self.granted
 
 
 def connector_grants(connector: Connector) -> list[Grant]:

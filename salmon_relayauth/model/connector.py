@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from .addresses import Binding, RemoteIPRange
 from .enums import (
@@ -25,6 +26,7 @@ from .enums import (
 
 __all__ = [
     "AcceptedDomain",
+    "AuthenticationSettings",
     "Connector",
     "PermissionEntry",
     "PluginSettings",
@@ -130,6 +132,13 @@ class SmarthostSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthenticationSettings:
+    """Where the built-in credential check finds its users (a file of salted password hashes)."""
+
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PluginSettings:
     """Which plugins to leave out: names of default plugins or of entry points."""
 
@@ -145,6 +154,7 @@ class RelayConfig:
     accepted_domains: tuple[AcceptedDomain, ...] = ()
     smarthost: SmarthostSettings | None = None
     plugins: PluginSettings = PluginSettings()
+    authentication: AuthenticationSettings = AuthenticationSettings()
     source: str = "<python>"
 
     def connector(self, name: str) -> Connector:
