@@ -17,18 +17,20 @@ ranges a lookup is at least 100x faster than the linear scan, and within 3x of a
 
 Run from the project root::
 
-    .venv/bin/python bench/selection.py            # full run (about 30 s on a 2-core machine)
+    .venv/bin/python bench/selection.py            # full run (about 25 s on a 2-core machine)
     .venv/bin/python bench/selection.py --quick    # fewer repetitions and query addresses
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import ipaddress
 import math
 import platform
 import random
+import statistics
 import sys
 import time
 from collections import Counter
@@ -173,7 +175,12 @@ def make_config_mapping(total: int, seed: int) -> Generated:
         "bindings": ["0.0.0.0:25", "[::]:25"],
         "remote_ip_ranges": [ALL_V4, ALL_V6],
     }
-    client = {"name": "Client Frontend", "usage": "Client", "remote_ip_ranges": [ALL_V4, "::/0"]}  # port 587
+    client = {  # port 587 by usage default; no BasicAuthRequireTLS, so the config needs no [tls] certificate
+        "name": "Client Frontend",
+        "usage": "Client",
+        "auth_mechanism": ["Tls", "BasicAuth", "Integrated"],
+        "remote_ip_ranges": [ALL_V4, "::/0"],
+    }
     n_specific = max(1, total // 100)
     n_disabled = max(1, total // 1000)
     n_relay = total - 4 - n_specific - n_disabled
@@ -370,7 +377,7 @@ def linear_select(connectors: Sequence[Connector], connection: ConnectionInfo) -
 
 
 def best_per_call(
-    runs: Sequence[tuple[Callable[[], None], int]], repeats: int, min_seconds: float
+    runs: Sequence[tuple[Callable[[], object], int]], repeats: int, min_seconds: float
 ) -> list[float]:
     """Best seconds per call of each ``(run, calls per run)``, over ``repeats`` samples taken round-robin
     (so a noisy moment hits every measurement alike); a sample loops ``run`` for >= ``min_seconds``."""
@@ -406,7 +413,7 @@ class Case:
     linear_calls: int
     run_index: Callable[[], None]
     run_policy: Callable[[], None]
-    run_linear: Callable[[], None]
+    linear_runs: list[Callable[[], object]]  # one per query of the linear sample
     mismatches: list[str]
     index_s: float = math.nan
     policy_s: float = math.nan
@@ -439,9 +446,10 @@ def prepare(n: int, args: argparse.Namespace) -> Case:
     index = policy.index
     tables = getattr(index, "_tables", {})
     segments = sum(len(t.starts) for t in tables.values())
+    forms = ", ".join(f"{kind} {count:,}" for kind, count in sorted(gen.forms.items()))
     print(
         f"connectors: {gen.connectors:,} ({len(config.enabled_connectors):,} enabled); "
-        f"range forms (relay and specific-binding connectors): {', '.join(f'{k} {v:,}' for k, v in sorted(gen.forms.items()))}"
+        f"range forms (relay and specific-binding connectors): {forms}"
     )
     print(
         f"generate mapping {t_generate:.3f} s | config_from_mapping (parse + validate) {t_config:.3f} s | "
@@ -487,15 +495,13 @@ def prepare(n: int, args: argparse.Namespace) -> Case:
         for connection in queries:
             select(connection)
 
-    # The scan costs O(ranges) per lookup: at large N time every k-th query only (same mix of kinds).
-    stride = max(1, math.ceil(len(queries) / args.linear_lookups)) if n >= 10_000 else 1
-    linear_queries = queries[::stride]
-
-    def run_linear() -> None:
-        for connection in linear_queries:
-            linear_select(connectors, connection)
-
-    return Case(n, gen.connectors, len(queries), len(linear_queries), run_index, run_policy, run_linear, mismatches)
+    # The scan costs O(ranges) per lookup: it is timed on every k-th query only (the same queries for
+    # every N, so the same mix of kinds), each query on its own.
+    linear_queries = queries[:: max(1, math.ceil(len(queries) / args.linear_lookups))]
+    linear_runs: list[Callable[[], object]] = [
+        functools.partial(linear_select, connectors, connection) for connection in linear_queries
+    ]
+    return Case(n, gen.connectors, len(queries), len(linear_queries), run_index, run_policy, linear_runs, mismatches)
 
 
 def main() -> int:
@@ -503,16 +509,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer query addresses and repetitions")
     args = parser.parse_args()
     if args.quick:
-        args.queries, args.repeats, args.linear_repeats, args.min_time, args.linear_lookups = 300, 4, 2, 0.05, 30
+        args.queries, args.repeats, args.linear_repeats, args.linear_lookups = 300, 10, 2, 30
     else:
-        args.queries, args.repeats, args.linear_repeats, args.min_time, args.linear_lookups = 1000, 10, 3, 0.1, 100
+        args.queries, args.repeats, args.linear_repeats, args.linear_lookups = 1000, 30, 3, 100
 
     print("$ python bench/selection.py" + (" --quick" if args.quick else ""))
     print(f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform()}")
     print(
-        f"{args.queries} query addresses per N (seeded); index and policy: best of {args.repeats}, "
-        f"linear scan: best of {args.linear_repeats}; samples of >= {args.min_time} s taken round-robin "
-        "over every N; time.perf_counter, gc off while timing"
+        f"{args.queries} query addresses per N (seeded). Index and policy: best of {args.repeats} passes over "
+        f"all of them. Linear scan: {args.linear_lookups} of them, each timed alone, best of "
+        f"{args.linear_repeats}, averaged. Samples taken round-robin over every N (the machine is "
+        "shared and noisy); time.perf_counter, gc off while timing."
     )
     wall = time.perf_counter()
     cases = [prepare(n, args) for n in SIZES]
@@ -520,10 +527,14 @@ def main() -> int:
 
     print("--- timing " + "-" * 60)
     runs = [(case.run_index, case.queries) for case in cases] + [(case.run_policy, case.queries) for case in cases]
-    timed = best_per_call(runs, args.repeats, args.min_time)
-    linear = best_per_call([(case.run_linear, case.linear_calls) for case in cases], args.linear_repeats, args.min_time)
+    timed = best_per_call(runs, args.repeats, 0.01)
+    linear_runs = [(run, 1) for case in cases for run in case.linear_runs]
+    linear = best_per_call(linear_runs, args.linear_repeats, 0.003)
+    offset = 0
     for position, case in enumerate(cases):
-        case.index_s, case.policy_s, case.linear_s = timed[position], timed[len(cases) + position], linear[position]
+        case.index_s, case.policy_s = timed[position], timed[len(cases) + position]
+        case.linear_s = statistics.fmean(linear[offset : offset + case.linear_calls])
+        offset += case.linear_calls
         print(
             f"N={case.n:,}: per lookup index {case.index_s * 1e6:.2f} us, policy {case.policy_s * 1e6:.2f} us, "
             f"linear {case.linear_s * 1e6:,.1f} us (index/policy over {case.queries} lookups, "

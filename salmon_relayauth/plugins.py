@@ -36,7 +36,8 @@ def make_plugin_manager(
 
     :param plugins: extra ``(name, plugin)`` pairs, registered last (so asked first by firstresult hooks).
     :param disabled: names of default or entry-point plugins to block; an unknown name is an error,
-        since a misspelt name would leave the plugin meant to be off running.
+        since a misspelt name would leave the plugin meant to be off running. A plugin in ``plugins``
+        with a disabled name replaces the one disabled.
     :param load_entrypoints: load the plugins published in the ``salmon_relayauth`` entry-point group.
     """
     manager = pluggy.PluginManager(PROJECT_NAME)
@@ -49,7 +50,9 @@ def make_plugin_manager(
         raise PluginLoadError(
             f"cannot disable unknown plugin(s) {', '.join(map(repr, unknown))}; known plugins: {', '.join(sorted(known))}"
         )
-    for name in blocked:
+    extra = list(plugins)
+    replacing = {name for name, _ in extra}
+    for name in blocked - replacing:  # a caller's plugin of the same name replaces the one blocked
         manager.set_blocked(name)
     for name, plugin_class in DEFAULT_PLUGINS.items():
         if name not in blocked:
@@ -57,7 +60,7 @@ def make_plugin_manager(
     for entry_point in found_entrypoints:
         if entry_point.name not in blocked:
             _register(manager, _load(entry_point), entry_point.name)
-    for name, plugin in plugins:
+    for name, plugin in extra:
         _register(manager, plugin, name)
     try:
         manager.check_pending()

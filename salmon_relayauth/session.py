@@ -108,10 +108,14 @@ class RelaySession:
 
     def authenticate(self, username: str, password: str) -> Decision:
         """AUTH with decoded credentials; rights are recomputed for the user on success."""
+        if not self.greeted:
+            return reply("send_hello_first", "", _SESSION)
         if not self.offers_auth():
             return reply("auth_unrecognized", "the connector does not offer AUTH now", _SESSION)
         if self.session.authenticated:
             return reply("auth_already", "", _SESSION)
+        if self.sender is not None:  # RFC 4954 §4: never mix rights within one transaction
+            return Decision(503, "5.5.1", "Bad sequence of commands", "AUTH during a mail transaction", _SESSION)
         if not self.policy.authenticate(self.session.connector, username, password):
             return reply("auth_failed", f"credentials for {username!r} refused", _SESSION)
         self.assume_user(username)

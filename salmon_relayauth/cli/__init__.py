@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import admin, check, explain
+from . import admin, check, explain, serve
 
 __all__ = ["main"]
 
-_VERBS = (check, explain, admin)
+_VERBS = (check, explain, admin, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from tomlkit.items import Table
+from tomlkit.items import InlineTable, Table
 from tomlkit.toml_document import TOMLDocument
 
 from ..config import editor
@@ -38,7 +38,7 @@ from ..model.units import format_byte_size, format_timespan, parse_byte_size, pa
 from ..plugins import PluginLoadError
 from ..policy import RelayPolicy
 
-__all__ = ["exchange_name", "register"]
+__all__ = ["PermissionRow", "exchange_name", "permission_rows", "register"]
 
 NULL = "$null"  # ``--FIELD '$null'`` removes the key, so the default applies again
 _USAGE_KEYS = ("permission_groups", "auth_mechanism", "bindings", "remote_ip_ranges")
@@ -208,7 +208,7 @@ def _run_set(args: argparse.Namespace) -> int:
     return _edit(args.config, change)
 
 
-def _pin_usage_defaults(table: Table, name: str, given: dict[str, Any], before: RelayConfig | None) -> list[str]:
+def _pin_usage_defaults(table: Table | InlineTable, name: str, given: dict[str, Any], before: RelayConfig | None) -> list[str]:
     """Usage only chooses defaults at creation (reference §5): write out the values the old usage
     supplied, so changing ``usage`` afterwards changes no permission, binding or range."""
     if before is None:
@@ -348,18 +348,16 @@ def _edit(path_text: str, change: Change) -> int:
             print(problem, file=sys.stderr)
         print(f"{path}: change refused ({len(errors)} error(s)); the file is unchanged", file=sys.stderr)
         return 1
+    if edited != text:
+        try:
+            _replace_file(path, raw, edited.encode("utf-8"))
+        except OSError as error:
+            print(f"{path}: cannot write the file: {error}", file=sys.stderr)
+            return 1
+    for note in notes if edited != text else ["nothing to change"]:
+        print(f"{path}: {note}")
     for problem in problems:
         print(problem)
-    if edited == text:
-        print(f"{path}: nothing to change")
-        return 0
-    try:
-        _replace_file(path, raw, edited.encode("utf-8"))
-    except OSError as error:
-        print(f"{path}: cannot write the file: {error}", file=sys.stderr)
-        return 1
-    for note in notes:
-        print(f"{path}: {note}")
     return 0
 
 
@@ -450,7 +448,8 @@ def _run_get(args: argparse.Namespace) -> int:
 def _format_list(connector: Connector, keys: Sequence[str]) -> str:
     names = [exchange_name(key) for key in keys]
     width = max(map(len, names))
-    return "\n".join(f"{name:<{width}} : {_display(key, getattr(connector, key))}" for name, key in zip(names, keys))
+    lines = (f"{name:<{width}} : {_display(key, getattr(connector, key))}" for name, key in zip(names, keys))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _display(key: str, value: Any) -> str:

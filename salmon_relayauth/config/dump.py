@@ -70,6 +70,20 @@ def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
         ]
     if config.authentication.users_file is not None:
         data["authentication"] = {"users_file": str(config.authentication.users_file)}
+    data["queue"] = {
+        "directory": str(config.queue.directory),
+        "retry_interval": format_timespan(config.queue.retry_interval),
+        "max_retry_interval": format_timespan(config.queue.max_retry_interval),
+        "message_expiration": format_timespan(config.queue.message_expiration),
+        "fsync": config.queue.fsync,
+    }
+    if config.tls.certificate is not None and config.tls.key is not None:
+        data["tls"] = {"certificate": str(config.tls.certificate), "key": str(config.tls.key)}
+    if config.proxy.trusted_proxies:
+        data["proxy_protocol"] = {
+            "trusted_proxies": [str(r) for r in config.proxy.trusted_proxies],
+            "timeout": format_timespan(config.proxy.timeout),
+        }
     if config.plugins.disabled:
         data["plugins"] = {"disabled": list(config.plugins.disabled)}
     data["connectors"] = [connector_to_mapping(connector) for connector in config.connectors]

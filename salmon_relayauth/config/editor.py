@@ -81,10 +81,10 @@ def render(document: TOMLDocument) -> str:
     return tomlkit.dumps(document)
 
 
-def _connectors(document: TOMLDocument) -> list[Table]:
+def _connectors(document: TOMLDocument) -> list[Table | InlineTable]:
     value = document.get("connectors")
     if isinstance(value, (AoT, Array)):
-        return [table for table in value if isinstance(table, (Table, InlineTable))]  # type: ignore[misc]
+        return [table for table in value if isinstance(table, (Table, InlineTable))]
     return []
 
 
@@ -93,7 +93,7 @@ def connector_names(document: TOMLDocument) -> list[str]:
     return [str(table.get("name", "")) for table in _connectors(document)]
 
 
-def find_connector(document: TOMLDocument, identity: str) -> Table:
+def find_connector(document: TOMLDocument, identity: str) -> Table | InlineTable:
     """The connector table named ``identity`` (case-insensitive, as Exchange compares names)."""
     wanted = identity.strip().casefold()
     for table in _connectors(document):
@@ -142,9 +142,9 @@ def _toml_spelling(hint: Any, text: str) -> Any:
     return text
 
 
-def set_field(table: Table, key: str, value: Any) -> None:
+def set_field(table: Table | InlineTable, key: str, value: Any) -> None:
     """Set ``key``: in place if present (keeping its inline comment), else after the table's last key."""
-    if key in table:
+    if key in table or isinstance(table, InlineTable):
         table[key] = value
         return
     last = _last_key(table)
@@ -156,7 +156,7 @@ def set_field(table: Table, key: str, value: Any) -> None:
         table.value._insert_after(last, key, value)
 
 
-def remove_field(table: Table, key: str) -> bool:
+def remove_field(table: Table | InlineTable, key: str) -> bool:
     """Remove ``key`` so the default applies again; False when it was not there."""
     if key not in table:
         return False
@@ -172,14 +172,19 @@ def _last_key(table: Table) -> Key | None:
     return found
 
 
-def add_connector(document: TOMLDocument, name: str, values: Iterable[tuple[str, Any]]) -> Table:
+def add_connector(document: TOMLDocument, name: str, values: Iterable[tuple[str, Any]]) -> None:
     """Append a ``[[connectors]]`` table with ``name`` and ``values`` (already in TOML spelling)."""
+    fields = {"name": name, **dict(values)}
+    existing = document.get("connectors")
+    if isinstance(existing, Array):  # written as an inline array: stay inline
+        inline = tomlkit.inline_table()
+        inline.update(fields)
+        existing.append(inline)
+        return
     table = tomlkit.table()
-    table.add("name", name)
-    for key, value in values:
+    for key, value in fields.items():
         table.add(key, value)
     _append_element(document, "connectors", table)
-    return table
 
 
 def remove_connector(document: TOMLDocument, identity: str) -> str:
@@ -209,7 +214,7 @@ def _rights_of(entry: Table | InlineTable) -> list[Right]:
     return rights
 
 
-def _entries(connector: Table, user: str, deny: bool) -> list[tuple[int, Table | InlineTable]]:
+def _entries(connector: Table | InlineTable, user: str, deny: bool) -> list[tuple[int, Table | InlineTable]]:
     value = connector.get("permissions")
     if not isinstance(value, (AoT, Array)):
         return []
@@ -223,12 +228,12 @@ def _entries(connector: Table, user: str, deny: bool) -> list[tuple[int, Table |
     ]
 
 
-def explicit_rights(connector: Table, user: str, deny: bool) -> set[Right]:
+def explicit_rights(connector: Table | InlineTable, user: str, deny: bool) -> set[Right]:
     """The rights the connector's explicit entries of ``user`` allow (or deny, with ``deny``)."""
     return {right for _, entry in _entries(connector, user, deny) for right in _rights_of(entry)}
 
 
-def add_permission(connector: Table, user: str, rights: Sequence[Right], deny: bool = False) -> bool:
+def add_permission(connector: Table | InlineTable, user: str, rights: Sequence[Right], deny: bool = False) -> bool:
     """Add an allow (or deny) entry; returns True when merged into an existing entry of that user."""
     found = _entries(connector, user, deny)
     if found:
@@ -242,10 +247,13 @@ def add_permission(connector: Table, user: str, rights: Sequence[Right], deny: b
         else:
             entry["extended_rights"] = [str(raw), *extra] if isinstance(raw, str) else extra
         return True
-    if isinstance(connector.get("permissions"), Array):
+    if isinstance(connector, InlineTable) or isinstance(connector.get("permissions"), Array):
         inline = tomlkit.inline_table()
         inline.update(_entry_values(user, rights, deny))
-        connector["permissions"].append(inline)
+        if "permissions" in connector:
+            connector["permissions"].append(inline)
+        else:
+            connector["permissions"] = [inline]
         return False
     table = tomlkit.table()
     for key, value in _entry_values(user, rights, deny).items():
@@ -264,7 +272,7 @@ def _entry_values(user: str, rights: Sequence[Right], deny: bool) -> dict[str, A
     return values
 
 
-def remove_permission(connector: Table, user: str, rights: Iterable[Right], deny: bool = False) -> set[Right]:
+def remove_permission(connector: Table | InlineTable, user: str, rights: Iterable[Right], deny: bool = False) -> set[Right]:
     """Remove ``rights`` from the explicit entries of ``user`` (and entries left empty).
 
     Returns the rights actually removed; rights granted by a permission group are not entries and
@@ -302,7 +310,7 @@ def _is_one_of(text: str, rights: set[Right]) -> bool:
 # -- tables of an array, with the comments that introduce them ---------------------------------------
 
 
-def _container(owner: TOMLDocument | Table) -> Container:
+def _container(owner: TOMLDocument | Table | InlineTable) -> Container:
     return owner if isinstance(owner, Container) else owner.value
 
 
@@ -417,7 +425,7 @@ def _append_element(owner: TOMLDocument | Table, name: str, table: Table) -> Non
     _attach(_deep_last(table), moved)
 
 
-def _remove_element(owner: TOMLDocument | Table, name: str, index: int) -> None:
+def _remove_element(owner: TOMLDocument | Table | InlineTable, name: str, index: int) -> None:
     """Remove element ``index`` of ``owner[name]`` and the comments above it; the comments that
     introduce what follows it stay where they were."""
     container = _container(owner)
@@ -434,7 +442,7 @@ def _remove_element(owner: TOMLDocument | Table, name: str, index: int) -> None:
     _detach(lead_body, lead)
     del array[index]
     if index < len(array):
-        _prefix_table(array[index], text or "\n")
+        _prefix_table(array[index], text or ("\n" if lead else ""))
         return
     if len(array):
         _attach(_deep_last(array[-1]), moved)

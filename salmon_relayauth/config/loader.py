@@ -11,6 +11,7 @@ import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,15 @@ from ..model.connector import (
     Connector,
     PermissionEntry,
     PluginSettings,
+    ProxySettings,
+    QueueSettings,
     RelayConfig,
     ServerSettings,
     SmarthostSettings,
+    TlsSettings,
 )
 from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
+from ..model.units import parse_timespan
 from .fields import CONNECTOR_FIELDS, FieldError, parse_list
 from .problems import ConfigError, ConfigProblem, Severity
 from .usage_defaults import USAGE_DEFAULTS
@@ -33,7 +38,20 @@ from .validate import validate_config
 
 __all__ = ["CheckResult", "config_from_mapping", "load_config", "read_config", "read_config_text"]
 
-TOP_LEVEL_KEYS = ("server", "accepted_domains", "connectors", "smarthost", "plugins", "authentication")
+TOP_LEVEL_KEYS = (
+    "server",
+    "accepted_domains",
+    "connectors",
+    "smarthost",
+    "plugins",
+    "authentication",
+    "queue",
+    "tls",
+    "proxy_protocol",
+)
+TLS_KEYS = ("certificate", "key")
+PROXY_KEYS = ("trusted_proxies", "timeout")
+QUEUE_KEYS = ("directory", "retry_interval", "max_retry_interval", "message_expiration", "fsync")
 AUTHENTICATION_KEYS = ("users_file",)
 SERVER_KEYS = ("fqdn",)
 SMARTHOST_KEYS = ("host", "port", "starttls", "ssl", "username", "password")
@@ -62,9 +80,13 @@ def load_config(path: str | Path) -> RelayConfig:
     return result.config
 
 
-def config_from_mapping(data: Mapping[str, Any], source: str = "<python>") -> RelayConfig:
-    """The Python API: the same structure as the TOML file, as dicts and lists."""
-    result = _Reader(source, Path.cwd()).read(data)
+def config_from_mapping(data: Mapping[str, Any], source: str = "<python>", base_dir: Path | None = None) -> RelayConfig:
+    """The Python API: the same structure as the TOML file, as dicts and lists.
+
+    Relative paths (queue directory, users file) are taken from ``base_dir``, by default the
+    directory of ``source`` (the current directory for ``<python>``).
+    """
+    result = _Reader(source, base_dir if base_dir is not None else Path(source).parent).read(data)
     if result.config is None:
         raise ConfigError(result.problems)
     return result.config
@@ -131,6 +153,9 @@ class _Reader:
         smarthost = self.smarthost(data["smarthost"]) if "smarthost" in data else None
         plugins = self.plugins(self.table(data.get("plugins", {}), "[plugins]"))
         authentication = self.authentication(self.table(data.get("authentication", {}), "[authentication]"))
+        queue = self.queue(self.table(data.get("queue", {}), "[queue]"))
+        tls = self.tls(self.table(data.get("tls", {}), "[tls]"))
+        proxy = self.proxy(self.table(data.get("proxy_protocol", {}), "[proxy_protocol]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
         if raw_connectors is None:
@@ -149,6 +174,9 @@ class _Reader:
             smarthost=smarthost,
             plugins=plugins,
             authentication=authentication,
+            queue=queue,
+            tls=tls,
+            proxy=proxy,
             source=self.source,
         )
         self.problems.extend(validate_config(config, skip_connector_rules=self.partly_read))
@@ -222,6 +250,71 @@ class _Reader:
             self.problem("[authentication]", "users_file", f"{raw!r} is not a file path")
             return AuthenticationSettings()
         return AuthenticationSettings(users_file=self.base_dir / raw)
+
+    def tls(self, table: Mapping[str, Any]) -> TlsSettings:
+        self.unknown_keys(table, TLS_KEYS, "[tls]")
+        paths: dict[str, Path] = {}
+        for key in TLS_KEYS:
+            raw = table.get(key)
+            if raw is None:
+                continue
+            if not isinstance(raw, str) or not raw.strip():
+                self.problem("[tls]", key, f"{raw!r} is not a file path")
+                continue
+            path = self.base_dir / raw
+            if not path.is_file():
+                self.problem("[tls]", key, f"{path} does not exist or is not a file")
+            paths[key] = path
+        if ("certificate" in table) != ("key" in table):
+            self.problem("[tls]", "key" if "certificate" in table else "certificate", "certificate and key go together")
+        return TlsSettings(paths.get("certificate"), paths.get("key"))
+
+    def proxy(self, table: Mapping[str, Any]) -> ProxySettings:
+        self.unknown_keys(table, PROXY_KEYS, "[proxy_protocol]")
+        values: dict[str, Any] = {}
+        if "trusted_proxies" in table:
+            try:
+                values["trusted_proxies"] = CONNECTOR_FIELDS["remote_ip_ranges"](table["trusted_proxies"])
+            except FieldError as error:
+                self.field_problems("[proxy_protocol]", "trusted_proxies", error)
+        if "timeout" in table:
+            try:
+                values["timeout"] = parse_timespan(table["timeout"])
+            except ValueError as error:
+                self.problem("[proxy_protocol]", "timeout", str(error))
+        return ProxySettings(**values)
+
+    def queue(self, table: Mapping[str, Any]) -> QueueSettings:
+        self.unknown_keys(table, QUEUE_KEYS, "[queue]")
+        defaults = QueueSettings()
+        values: dict[str, Any] = {}
+        if "directory" in table:
+            raw = table["directory"]
+            if isinstance(raw, str) and raw.strip():
+                values["directory"] = self.base_dir / raw
+            else:
+                self.problem("[queue]", "directory", f"{raw!r} is not a directory path")
+        else:
+            values["directory"] = self.base_dir / defaults.directory
+        for key in ("retry_interval", "max_retry_interval", "message_expiration"):
+            if key in table:
+                try:
+                    values[key] = parse_timespan(table[key])
+                except ValueError as error:
+                    self.problem("[queue]", key, str(error))
+        if "fsync" in table:
+            if isinstance(table["fsync"], bool):
+                values["fsync"] = table["fsync"]
+            else:
+                self.problem("[queue]", "fsync", f"{table['fsync']!r} is not true or false")
+        settings = QueueSettings(**values)
+        if settings.retry_interval <= timedelta(0):
+            self.problem("[queue]", "retry_interval", "must be longer than zero")
+        if settings.max_retry_interval < settings.retry_interval:
+            self.problem("[queue]", "max_retry_interval", "must not be shorter than retry_interval")
+        if settings.message_expiration < settings.retry_interval:
+            self.problem("[queue]", "message_expiration", "must not be shorter than retry_interval")
+        return settings
 
     def connector(self, raw: object, position: int) -> Connector | None:
         table = self.table(raw, f"connectors[{position}]")

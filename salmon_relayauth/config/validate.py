@@ -79,8 +79,28 @@ def validate_config(config: RelayConfig, skip_connector_rules: Collection[str] =
                 "no permission group and no allow entry: this connector accepts no mail from anyone",
                 Severity.WARNING,
             )
+    _check_tls(config, report)
     problems.extend(overlap_problems(config.enabled_connectors, config.source))
     return problems
+
+
+def _check_tls(config: RelayConfig, report: Callable[..., None]) -> None:
+    """STARTTLS needs a certificate: without one, a connector that depends on TLS cannot work."""
+    if config.tls.certificate is not None:
+        return
+    for connector in config.enabled_connectors:
+        section = f"connector {connector.name!r}"
+        if connector.require_tls:
+            report(
+                section, "require_tls", "no certificate in [tls]: STARTTLS is never offered, so every MAIL is refused",
+                Severity.WARNING,
+            )
+        elif A.BASIC_AUTH_REQUIRE_TLS in connector.auth_mechanism:
+            report(
+                section, "auth_mechanism",
+                "no certificate in [tls]: STARTTLS is never offered, so 'BasicAuthRequireTLS' never offers AUTH",
+                Severity.WARNING,
+            )
 
 
 def _check_domains(config: RelayConfig, report: Callable[[str, str, str], None]) -> None:

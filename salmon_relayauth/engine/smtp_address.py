@@ -23,7 +23,7 @@ forms whose destination cannot be stated with certainty. Decisions, one a line:
 - One trailing dot is removed from the domain (``contoso.com.`` is ``contoso.com``); two are refused.
 - A domain whose last label is all digits or ``0x`` hex (``192.0.2.1``, ``127.1``, ``0x7f000001``: inet_aton would read an IP) is refused.
 - Underscores and any other non-LDH character in a domain are refused.
-- ``A-labels`` (``xn--...``) are ordinary LDH labels: accepted and not decoded (non-ASCII input never gets here).
+- A-labels (``xn--...``) are ordinary LDH labels: accepted and not decoded (non-ASCII input never gets here).
 - IP literals ``[192.0.2.1]`` and ``[IPv6:2001:db8::1]``: accepted with ``is_ip_literal=True``; the caller never treats them as accepted domains.
 - IPv4 literal octets with leading zeros (octal on some stacks), other General-address-literal tags and malformed literals are refused.
 - IPv6 literals follow the RFC 5321 grammar exactly (``::`` stands for at least two groups); the tag is rendered ``IPv6:``, hex lower-cased.
@@ -45,7 +45,7 @@ MAX_PATH = 256
 MAX_DOMAIN = 253
 MAX_LABEL = 63
 
-_SHOWN_LIMIT = 300
+_SHOWN_LIMIT = 200  # characters of the path shown in a message, so that it fits an SMTP reply line
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
@@ -56,9 +56,11 @@ _HEX16 = re.compile(r"[0-9A-Fa-f]{1,4}")
 
 
 class AddressSyntaxError(ValueError):
-    """A MAIL FROM / RCPT TO path that is refused; ``str()`` names the path (repr) and the reason.
+    """A MAIL FROM / RCPT TO path that is refused; ``str()`` names the path and says why.
 
-    ``reason`` alone is safe to put in a 501 reply without echoing the client's text.
+    The path is shown with ``ascii()`` (``repr`` with non-ASCII escaped) and cut to about 200
+    characters, so ``str()`` is printable ASCII of bounded length, fit for a 501 reply line.
+    ``reason`` alone (also ASCII, at most a 63-character label of the client's text) omits the path.
     """
 
     def __init__(self, text: str, reason: str) -> None:
@@ -67,9 +69,12 @@ class AddressSyntaxError(ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        shown = repr(self.text)
-        if len(self.text) > _SHOWN_LIMIT:
-            shown = f"{self.text[:_SHOWN_LIMIT]!r}... ({len(self.text)} characters)"
+        shown = ascii(self.text)
+        if len(shown) > _SHOWN_LIMIT:
+            cut = self.text[:_SHOWN_LIMIT]
+            while len(ascii(cut)) > _SHOWN_LIMIT:
+                cut = cut[:-8]
+            shown = f"{ascii(cut)}... ({len(self.text)} characters)"
         return f"refused path {shown}: {self.reason}"
 
 
@@ -103,8 +108,9 @@ def parse_path(text: str, *, allow_null: bool) -> MailPath:
     """
     for char in text:
         if not " " <= char <= "~":
-            kind = "non-ASCII character" if char > "\x7f" else "control character"
-            raise AddressSyntaxError(text, f"{kind} {char!r}")
+            if char > "\x7f":
+                raise AddressSyntaxError(text, f"non-ASCII character U+{ord(char):04X}")
+            raise AddressSyntaxError(text, f"control character {char!r}")
     path = text.strip(" ")
     if not path:
         raise AddressSyntaxError(text, "empty path")
@@ -125,6 +131,8 @@ def parse_path(text: str, *, allow_null: bool) -> MailPath:
     hops: tuple[str, ...] = ()
     if mailbox.startswith('"'):
         local_part, rest = _split_quoted(mailbox, text)
+        if len(local_part) > MAX_LOCAL_PART:
+            raise AddressSyntaxError(text, f"local part longer than {MAX_LOCAL_PART} octets")
         if not rest.startswith("@"):
             raise AddressSyntaxError(text, "quoted local part not followed by '@domain'")
         domain_text = rest[1:]
@@ -134,11 +142,11 @@ def parse_path(text: str, *, allow_null: bool) -> MailPath:
             raise AddressSyntaxError(text, "no '@domain'")
         if not local_part:
             raise AddressSyntaxError(text, "empty local part")
+        if len(local_part) > MAX_LOCAL_PART:
+            raise AddressSyntaxError(text, f"local part longer than {MAX_LOCAL_PART} octets")
         if not _DOT_STRING.fullmatch(local_part):
-            raise AddressSyntaxError(text, f"local part {local_part!r} is not a dot-atom")
+            raise AddressSyntaxError(text, "unquoted local part is not a dot-atom")
         hops = _hidden_hops(local_part, text)
-    if len(local_part) > MAX_LOCAL_PART:
-        raise AddressSyntaxError(text, f"local part longer than {MAX_LOCAL_PART} octets")
     if "@" in domain_text:
         raise AddressSyntaxError(text, "more than one unquoted '@'")
 
@@ -158,7 +166,7 @@ def _drop_route(inner: str, text: str) -> str:
         raise AddressSyntaxError(text, "source route without ':'")
     for hop in route.split(","):
         if not hop.startswith("@"):
-            raise AddressSyntaxError(text, f"source route hop {hop!r} does not start with '@'")
+            raise AddressSyntaxError(text, "source route hop does not start with '@'")
         _domain_name(hop[1:], text, "source route domain")
     return mailbox
 
@@ -216,13 +224,13 @@ def _domain_name(raw: str, text: str, what: str) -> str:
     labels = name.split(".")
     for label in labels:
         if not label:
-            raise AddressSyntaxError(text, f"empty label in {what} {raw!r}")
+            raise AddressSyntaxError(text, f"empty label in {what}")
         if len(label) > MAX_LABEL:
-            raise AddressSyntaxError(text, f"label longer than {MAX_LABEL} characters in {what} {raw!r}")
+            raise AddressSyntaxError(text, f"label longer than {MAX_LABEL} characters in {what}")
         if not _LABEL.fullmatch(label):
-            raise AddressSyntaxError(text, f"invalid label {label!r} in {what} {raw!r}")
+            raise AddressSyntaxError(text, f"invalid label {label!r} in {what}")
     if _NUMERIC_LABEL.fullmatch(labels[-1]):
-        raise AddressSyntaxError(text, f"{what} {raw!r} is numeric (an IP address must be a [literal])")
+        raise AddressSyntaxError(text, f"{what} is numeric (an IP address must be a [literal])")
     return name
 
 
@@ -235,7 +243,7 @@ def _address_literal(raw: str, text: str) -> str:
         tag, colon, address = body.partition(":")
         if colon and tag.lower() == "ipv6" and _is_ipv6(address):
             return f"[IPv6:{address.lower()}]"
-    raise AddressSyntaxError(text, f"malformed address literal {raw!r}")
+    raise AddressSyntaxError(text, "malformed address literal")
 
 
 def _is_ipv4(text: str) -> bool:

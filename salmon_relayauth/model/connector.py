@@ -30,9 +30,12 @@ __all__ = [
     "Connector",
     "PermissionEntry",
     "PluginSettings",
+    "ProxySettings",
+    "QueueSettings",
     "RelayConfig",
     "ServerSettings",
     "SmarthostSettings",
+    "TlsSettings",
 ]
 
 MAX_NAME_LENGTH = 64
@@ -139,6 +142,42 @@ class AuthenticationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The certificate STARTTLS presents (PEM files); without it STARTTLS is not offered."""
+
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """PROXY protocol (v1 and v2): only these peers may, and must, send a PROXY header."""
+
+    trusted_proxies: tuple[RemoteIPRange, ...] = ()
+    timeout: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """The durable outbound queue and its retry policy.
+
+    :param directory: where queued messages live (relative paths are taken from the config file).
+    :param retry_interval: the delay before the first retry; each later retry waits twice as long...
+    :param max_retry_interval: ...up to this.
+    :param message_expiration: how long a message may wait for delivery before it is returned to
+        its sender with a delivery status notification (Exchange's default: two days).
+    :param fsync: flush every accepted message to disk before replying 250 (turn off only for tests
+        on throw-away disks; a crash would then lose mail that was acknowledged).
+    """
+
+    directory: Path = Path("queue")
+    retry_interval: timedelta = timedelta(minutes=1)
+    max_retry_interval: timedelta = timedelta(hours=1)
+    message_expiration: timedelta = timedelta(days=2)
+    fsync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class PluginSettings:
     """Which plugins to leave out: names of default plugins or of entry points."""
 
@@ -155,6 +194,9 @@ class RelayConfig:
     smarthost: SmarthostSettings | None = None
     plugins: PluginSettings = PluginSettings()
     authentication: AuthenticationSettings = AuthenticationSettings()
+    queue: QueueSettings = QueueSettings()
+    tls: TlsSettings = TlsSettings()
+    proxy: ProxySettings = ProxySettings()
     source: str = "<python>"
 
     def connector(self, name: str) -> Connector:

@@ -1,0 +1,1 @@
+"""Salmon handler modules shipped with salmon-relayauth; list them in ``settings.handlers``."""

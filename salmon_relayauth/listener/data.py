@@ -1,0 +1,65 @@
+"""Reading the DATA section: the end marker, dot-unstuffing, size limit and line-end hygiene.
+
+Only ``CRLF . CRLF`` ends a message. A bare LF or bare CR never ends anything; what happens to
+them is the connector's choice (``bare_linefeed_rejection_enabled``): refuse the message with
+``554 5.6.0``, or (the default) turn every bare CR and bare LF into CRLF, so nothing downstream
+can read a different message boundary than this relay did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+__all__ = ["DataOutcome", "read_data"]
+
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@dataclass(frozen=True, slots=True)
+class DataOutcome:
+    """What was read: the message, or why it must be refused after the end marker."""
+
+    content: bytes
+    too_big: bool = False
+    bare_line_ends: bool = False
+
+
+async def read_data(reader: asyncio.StreamReader, size_limit: int | None, reject_bare_line_ends: bool) -> DataOutcome:
+    """Read up to the end marker. Past ``size_limit`` the rest is read and discarded, so the
+    reply can come after the end marker as RFC 5321 §4.2.5 wants."""
+    lines: list[bytes] = []
+    fragments: list[bytes] = []
+    size = 0
+    too_big = False
+    while True:
+        try:
+            chunk = await reader.readuntil(b"\r\n")
+        except asyncio.LimitOverrunError as overrun:
+            chunk = await reader.read(overrun.consumed)  # a long line: keep reading it in pieces
+        except asyncio.IncompleteReadError as error:
+            raise ConnectionResetError("connection closed during DATA") from error
+        if not fragments and chunk == b".\r\n":
+            break
+        size += len(chunk)
+        if size_limit is not None and size > size_limit:
+            too_big = True
+            lines.clear()
+        if not chunk.endswith(b"\r\n"):
+            fragments.append(chunk)
+            continue
+        if fragments:
+            fragments.append(chunk)
+            chunk = b"".join(fragments)
+            fragments.clear()
+        if not too_big:
+            lines.append(chunk[1:] if chunk.startswith(b".") else chunk)
+    if too_big:
+        return DataOutcome(b"", too_big=True)
+    content = b"".join(lines)
+    if _BARE_LINE_END.search(content):
+        if reject_bare_line_ends:
+            return DataOutcome(b"", bare_line_ends=True)
+        content = _BARE_LINE_END.sub(b"\r\n", content)
+    return DataOutcome(content)

@@ -1,0 +1,105 @@
+"""Listening sockets and the asyncio server: one socket per distinct binding of the enabled connectors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+
+from ..model.addresses import AddressError, Binding, client_address
+from ..policy import RelayPolicy
+from .pipeline import MessagePipeline
+from .smtp import ConnectorSMTP
+
+__all__ = ["LISTEN_BACKLOG", "RelayServer", "open_listening_sockets"]
+
+log = logging.getLogger("salmon_relayauth.listener")
+
+# Salmon's stock receiver listens with a backlog of 5; bursts of clients then see refused connects.
+LISTEN_BACKLOG = 1024
+
+
+def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLOG) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets; IPv6 sockets are IPv6-only (bind 0.0.0.0 for IPv4)."""
+    sockets = []
+    try:
+        for binding in bindings:
+            family = socket.AF_INET if binding.version == 4 else socket.AF_INET6
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((binding.host, binding.port))
+            except OSError as error:
+                raise OSError(error.errno, f"cannot listen on {binding}: {error.strerror}") from error
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def distinct_bindings(policy: RelayPolicy) -> list[Binding]:
+    seen: dict[Binding, None] = {}
+    for connector in policy.config.enabled_connectors:
+        for binding in connector.bindings:
+            seen.setdefault(binding)
+    return list(seen)
+
+
+@dataclass
+class RelayServer:
+    """The relay's SMTP server on an event loop. ``policy`` may be replaced for new connections."""
+
+    policy: RelayPolicy
+    pipeline: MessagePipeline
+    loop: asyncio.AbstractEventLoop
+    tls_context: ssl.SSLContext | None = None
+    sessions_opened: int = 0
+
+    def __post_init__(self) -> None:
+        self._servers: list[asyncio.base_events.Server] = []
+        self.connections: set[ConnectorSMTP] = set()
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        trusted = self.policy.config.proxy.trusted_proxies
+        if not trusted:
+            return False
+        try:
+            version, value = client_address(address)
+        except AddressError:
+            return False
+        return any(proxy.contains(version, value) for proxy in trusted)
+
+    def _protocol(self) -> ConnectorSMTP:
+        return ConnectorSMTP(self)
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            server = await self.loop.create_server(self._protocol, sock=sock)
+            self._servers.append(server)
+            log.info("listening on %s", sock.getsockname()[:2])
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, give open sessions ``grace`` seconds to finish, then close the rest with
+        ``421 4.3.2``: nothing is lost, since a message is only ours once it got its 250."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        deadline = self.loop.time() + grace
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            await connection.shut_down()
+
+
+def make_tls_context(certificate: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context

@@ -1,0 +1,367 @@
+"""The SMTP protocol of the relay: aiosmtpd's connection handling, the policy's replies.
+
+One :class:`ConnectorSMTP` serves one connection. aiosmtpd reads command lines, enforces line
+limits, handles the PROXY header and the STARTTLS handshake; every command that matters to the
+policy is answered here through a :class:`~salmon_relayauth.session.RelaySession`, so the
+connector selected when the connection was accepted decides the banner, the ESMTP keywords, the
+limits and every reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP
+
+from ..engine.replies import reply
+from ..model.addresses import AddressError, client_address
+from ..model.connection import ConnectionInfo
+from ..model.decision import Decision
+from ..model.enums import AuthMechanism, Right, SizeMode
+from ..session import RelaySession
+from .arguments import ArgumentError, split_path_argument
+from .data import read_data
+
+if TYPE_CHECKING:
+    from .server import RelayServer
+
+__all__ = ["ConnectorSMTP"]
+
+log = logging.getLogger("salmon_relayauth.listener")
+_SOURCE = "relayauth.listener"
+
+
+class ConnectorSMTP(SMTP):
+    """aiosmtpd's SMTP protocol with every reply coming from the relay policy."""
+
+    # Command lines longer than this are refused (RFC 5321 allows 512); DATA lines may be longer.
+    command_size_limit = 1024
+    line_length_limit = 4096
+
+    def __init__(self, server: RelayServer) -> None:
+        super().__init__(
+            _Handler(),
+            hostname=server.policy.config.server.fqdn,
+            ident="",
+            data_size_limit=None,
+            decode_data=False,
+            loop=server.loop,
+        )
+        self.server = server
+        self.relay: RelaySession | None = None
+        self._refusal: Decision | None = None
+        self._tls_offered = False
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting_tls = self._original_transport is not None
+        super().connection_made(transport)
+        if starting_tls:
+            return
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if self.server.is_trusted_proxy(peer[0]):
+            # The real client comes in the PROXY header; the session opens in _Handler.handle_PROXY.
+            self._proxy_timeout = self.server.policy.config.proxy.timeout.total_seconds()
+            return
+        self.open_session(ConnectionInfo(_plain(local[0]), local[1], _plain(peer[0]), peer[1]))
+
+    def open_session(self, connection: ConnectionInfo) -> Decision:
+        """Select the connector and prepare the banner (or the refusal) for this connection."""
+        policy = self.server.policy
+        self.relay = RelaySession(policy, connection)
+        greeting = self.relay.open()
+        if self.relay.state is None:
+            self._refusal = greeting
+            log.info("refused %s: %s", connection.remote_address, greeting.reason)
+            return greeting
+        self.server.sessions_opened += 1
+        connector = self.relay.session.connector
+        self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
+        self.hostname, _, self.__ident__ = greeting.text.partition(" ")
+        self._tls_offered = AuthMechanism.TLS in connector.auth_mechanism and self.server.tls_context is not None
+        self.tls_context = self.server.tls_context if self._tls_offered else None
+        return greeting
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.server.connections.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:
+            await self.push(self._refusal.render())
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def shut_down(self) -> None:
+        """The relay is stopping: tell the client to come back later and close."""
+        try:
+            await self.push("421 4.3.2 Service shutting down, closing transmission channel")
+        except (ConnectionError, RuntimeError):
+            pass
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @property
+    def _session(self) -> RelaySession:
+        assert self.relay is not None and self.relay.state is not None
+        return self.relay
+
+    def _render(self, decision: Decision) -> str:
+        return decision.render(self._session.session.connector.enhanced_status_codes_enabled)
+
+    async def reply(self, decision: Decision) -> None:
+        if decision.code >= 400:
+            log.info(
+                "session %s %s: %s (%s: %s)",
+                self._session.session_id,
+                self._session.connection.remote_address,
+                decision.render(),
+                decision.source,
+                decision.reason,
+            )
+        await self.push(self._render(decision))
+
+    # -- greeting -------------------------------------------------------------------------------
+
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        await self._greet(hostname or "", extended=False)
+
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        await self._greet(hostname or "", extended=True)
+
+    async def _greet(self, hostname: str, extended: bool) -> None:
+        relay = self._session
+        decision = relay.helo(hostname, extended)
+        if not decision.accepted:
+            await self.reply(decision)
+            return
+        assert self.session is not None
+        self.session.host_name = hostname
+        self.session.extended_smtp = extended
+        if not extended:
+            await self.push(self._render(decision))
+            return
+        lines = [decision.text, *self._keywords()]
+        for line in lines[:-1]:
+            await self.push(f"250-{line}")
+        await self.push(f"250 {lines[-1]}")
+
+    def _keywords(self) -> list[str]:
+        relay = self._session
+        connector = relay.session.connector
+        keywords = []
+        if connector.size_enabled is SizeMode.ENABLED:
+            keywords.append(f"SIZE {connector.max_message_size}")
+        elif connector.size_enabled is SizeMode.ENABLED_WITHOUT_VALUE:
+            keywords.append("SIZE")
+        if connector.pipelining_enabled:
+            keywords.append("PIPELINING")
+        if connector.enhanced_status_codes_enabled:
+            keywords.append("ENHANCEDSTATUSCODES")
+        if self._tls_offered and not relay.session.tls:
+            keywords.append("STARTTLS")
+        if relay.offers_auth():
+            keywords.append("AUTH LOGIN PLAIN")
+        if connector.eight_bit_mime_enabled:
+            keywords.append("8BITMIME")
+        return keywords
+
+    # -- transaction ----------------------------------------------------------------------------
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        try:
+            argument = split_path_argument(arg, "FROM")
+        except ArgumentError as error:
+            await self.reply(reply("invalid_sender", str(error), _SOURCE))
+            return
+        parameters = dict(argument.parameters)
+        size_text = parameters.pop("SIZE", None)
+        body = parameters.pop("BODY", None)
+        if parameters:
+            await self.reply(Decision(555, "5.5.4", "Unsupported parameter", f"MAIL parameters {sorted(parameters)}", _SOURCE))
+            return
+        if body is not None and body.upper() not in ("7BIT", "8BITMIME"):
+            await self.reply(Decision(501, "5.5.4", "Unsupported BODY type", f"BODY={body}", _SOURCE))
+            return
+        size = None
+        if size_text is not None:
+            if not size_text.isascii() or not size_text.isdigit():
+                await self.reply(Decision(501, "5.5.4", "Invalid arguments", f"SIZE={size_text}", _SOURCE))
+                return
+            size = int(size_text)
+        await self.reply(self._session.mail(argument.path, size))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        try:
+            argument = split_path_argument(arg, "TO")
+        except ArgumentError as error:
+            await self.reply(reply("invalid_recipient", str(error), _SOURCE))
+            return
+        if argument.parameters:
+            await self.reply(
+                Decision(555, "5.5.4", "Unsupported parameter", f"RCPT parameters {sorted(argument.parameters)}", _SOURCE)
+            )
+            return
+        await self.reply(self._session.rcpt(argument.path))
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        self._session.reset()
+        await self.push(self._render(Decision(250, "2.0.0", "Resetting")))
+
+    async def smtp_NOOP(self, arg: str | None) -> None:
+        await self.push(self._render(Decision(250, "2.0.0", "OK")))
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        await self.push(self._render(Decision(252, "2.1.5", "Cannot VRFY user")))
+
+    async def smtp_EXPN(self, arg: str | None) -> None:
+        await self.push(self._render(Decision(502, "5.3.3", "Command not implemented")))
+
+    async def smtp_HELP(self, arg: str | None) -> None:
+        await self.push("214-This server supports the following commands:")
+        await self.push("214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP AUTH NOOP VRFY")
+
+    async def smtp_QUIT(self, arg: str | None) -> None:
+        await self.push(self._render(reply("quit")))
+        if self.transport is not None:
+            self.transport.close()
+
+    async def smtp_PROXY(self, arg: str | None) -> None:
+        """A PROXY header from a peer that is not a trusted proxy ends the connection."""
+        log.warning("PROXY header from untrusted peer %s: connection closed", self._session.connection.remote_address)
+        await self.push(self._render(Decision(554, "5.7.1", "PROXY not accepted from this address")))
+        if self.transport is not None:
+            self.transport.close()
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        relay = self._session
+        if arg:
+            await self.reply(Decision(501, "5.5.4", "Invalid arguments", "DATA takes no argument", _SOURCE))
+            return
+        decision = relay.data()
+        if decision.code != 354:
+            await self.reply(decision)
+            return
+        await self.push(decision.render(enhanced_status_codes=False))
+        state, connector = relay.session, relay.session.connector
+        limit = None if Right.BYPASS_MESSAGE_SIZE_LIMIT in state.rights else connector.max_message_size
+        outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled)
+        if outcome.too_big:
+            relay.reset()
+            await self.reply(reply("message_too_big", f"message over {limit} bytes", _SOURCE))
+            return
+        if outcome.bare_line_ends:
+            relay.reset()
+            await self.reply(
+                Decision(554, "5.6.0", "Invalid message content, contains bare linefeeds", "bare CR or LF", _SOURCE)
+            )
+            return
+        verdict = relay.message(outcome.content)
+        if not verdict.decision.accepted:
+            relay.reset()
+            await self.reply(verdict.decision)
+            return
+        final = await self.server.pipeline.accept(relay, verdict.content)
+        relay.reset()
+        await self.reply(final)
+
+    # -- authentication -------------------------------------------------------------------------
+
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        relay = self._session
+        if not relay.greeted:
+            await self.reply(reply("send_hello_first", "", _SOURCE))
+            return
+        if not relay.offers_auth():
+            await self.reply(reply("auth_unrecognized", "the connector does not offer AUTH", _SOURCE))
+            return
+        mechanism, _, initial = (arg or "").partition(" ")
+        try:
+            credentials = await self._credentials(mechanism.upper(), initial.strip())
+        except _AuthAbort as abort:
+            await self.reply(abort.decision)
+            return
+        await self.reply(relay.authenticate(*credentials))
+
+    async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str]:
+        if mechanism == "PLAIN":
+            response = initial if initial and initial != "=" else await self._challenge("")
+            parts = _decode(response).split("\0")
+            if len(parts) != 3:
+                raise _AuthAbort(Decision(501, "5.5.2", "Cannot decode response", "AUTH PLAIN not three fields", _SOURCE))
+            return parts[1], parts[2]
+        if mechanism == "LOGIN":
+            username = _decode(initial) if initial else _decode(await self._challenge("VXNlcm5hbWU6"))
+            password = _decode(await self._challenge("UGFzc3dvcmQ6"))
+            return username, password
+        raise _AuthAbort(reply("auth_unrecognized", f"mechanism {mechanism!r}", _SOURCE))
+
+    async def _challenge(self, prompt: str) -> str:
+        await self.push(f"334 {prompt}".rstrip() if prompt else "334 ")
+        line = await self._reader.readline()
+        text = line.rstrip(b"\r\n").decode("ascii", "replace")
+        if text == "*":
+            raise _AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
+        return text
+
+
+class _AuthAbort(Exception):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.render())
+        self.decision = decision
+
+
+def _decode(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _AuthAbort(Decision(501, "5.5.2", "Cannot decode response", "bad base64", _SOURCE)) from None
+
+
+def _plain(address: str) -> str:
+    """An IPv4-mapped IPv6 peer (``::ffff:192.0.2.1``) as the IPv4 address it is."""
+    try:
+        version, value = client_address(address)
+    except AddressError:
+        return address
+    if version == 4 and ":" in address:
+        return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
+    return address
+
+
+class _Handler:
+    """The aiosmtpd event handler: only the hooks aiosmtpd calls itself."""
+
+    async def handle_PROXY(self, server: ConnectorSMTP, session: Any, envelope: Any, proxy_data: Any) -> bool:
+        if not proxy_data or not proxy_data.valid or proxy_data.src_addr is None:
+            log.warning("invalid or LOCAL PROXY header from %s: connection closed", session.peer[0])
+            return False
+        assert server.transport is not None
+        local = server.transport.get_extra_info("sockname")
+        connection = ConnectionInfo(_plain(local[0]), local[1], _plain(str(proxy_data.src_addr)), proxy_data.src_port or 0)
+        greeting = server.open_session(connection)
+        if server.relay is None or server.relay.state is None:
+            await server.push(greeting.render())
+            return False
+        return True
+
+    def handle_STARTTLS(self, server: ConnectorSMTP, session: Any, envelope: Any) -> bool:
+        if server.relay is not None and server.relay.state is not None:
+            server.relay.tls_started()
+        return True
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("error in SMTP session", exc_info=error)
+        return "451 4.3.0 Temporary server error, please try again later"
+

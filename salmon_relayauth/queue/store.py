@@ -1,0 +1,426 @@
+"""The durable outbound queue: one file per message, written so that an acknowledged message survives a crash.
+
+Layout of the queue directory::
+
+    <id>.msg        one JSON line (the envelope as accepted, with the content's byte count), then the content
+    <id>.state      the envelope's latest state (JSON), written by :meth:`MessageQueue.update`; supersedes
+                    the envelope line of ``<id>.msg``
+    *.tmp           a file being written; at start-up, a crash leftover, deleted
+    corrupt/        ``.msg`` files found damaged at start-up, kept for the operator
+
+A file only gets its final name by ``rename`` after its bytes are written (and, with ``fsync``, flushed);
+the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent enqueues flush their
+files in parallel and share one flush of the directory (group commit). Delivery is at least once: a crash between delivery and the state
+update delivers again, never loses.
+
+One process owns a queue directory; the ``queue`` command opens it with ``recover=False`` so that it
+never touches another process's files in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MessageQueue", "QueuedEnvelope", "valid_queue_id"]
+
+log = logging.getLogger("salmon_relayauth.queue")
+
+FORMAT_VERSION = 1
+MESSAGE_SUFFIX = ".msg"
+STATE_SUFFIX = ".state"
+TEMP_SUFFIX = ".tmp"
+CORRUPT_DIR = "corrupt"
+_MAX_HEADER = 4 << 20
+_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+_ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+def valid_queue_id(queue_id: str) -> bool:
+    """Whether ``queue_id`` is usable as a file name stem (letters, digits, ``-``, ``_``)."""
+    return _ID.fullmatch(queue_id) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEnvelope:
+    """A queued message's envelope and delivery state; ``sender`` is ``""`` for the null sender."""
+
+    queue_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    client_address: str
+    client_port: int
+    connector: str
+    session_id: str
+    principals: tuple[str, ...]
+    rights: tuple[str, ...]
+    received_at: float
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    is_notification: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueuedEnvelope:
+        """The envelope from :meth:`to_json` output; unknown keys (a later format) are ignored."""
+        known = {item.name for item in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        try:
+            for key in ("recipients", "principals", "rights"):
+                values[key] = tuple(values.get(key, ()))
+            return cls(**values)
+        except TypeError as error:
+            raise ValueError(f"not an envelope: {error}") from None
+
+
+class _Pending:
+    """One flushed file waiting in a group commit for its final name."""
+
+    __slots__ = ("temp", "final", "error", "done")
+
+    def __init__(self, temp: Path, final: Path) -> None:
+        self.temp, self.final = temp, final
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _GroupCommit:
+    """Publishes flushed files: renames them and flushes the directory once for every caller that
+    arrived while the previous flush was running (the first of them leads, the others wait)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._condition = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._busy = False
+        self.batches = 0
+
+    def commit(self, item: _Pending) -> None:
+        with self._condition:
+            self._pending.append(item)
+            while not item.done:
+                if self._busy:
+                    self._condition.wait()
+                    continue
+                self._busy, batch, self._pending = True, self._pending, []
+                self._condition.release()
+                try:
+                    self._flush(batch)
+                finally:
+                    self._condition.acquire()
+                    for done in batch:
+                        done.done = True
+                    self._busy = False
+                    self.batches += 1
+                    self._condition.notify_all()
+        if item.error is not None:
+            raise item.error
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            try:
+                os.rename(item.temp, item.final)
+            except BaseException as error:  # each caller learns its own failure
+                item.error = error
+        published = [item for item in batch if item.error is None]
+        if not published:
+            return
+        try:
+            _fsync_directory(self._directory)
+        except BaseException as error:
+            for item in published:  # not known to be durable: withdraw it, the client will retry
+                item.error = error
+                _unlink_quietly(item.final)
+
+
+class MessageQueue:
+    """Queued messages and their envelopes in one directory (created if missing)."""
+
+    def __init__(self, directory: Path, *, fsync: bool = True, recover: bool = True) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._commit = _GroupCommit(self.directory)
+        self._id_lock = threading.Lock()
+        self._last_id_time = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        if recover:
+            self._recover()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """A unique id that sorts by arrival: nanoseconds since the epoch (hex) and a random suffix."""
+        with self._id_lock:
+            stamp = max(time.time_ns(), self._last_id_time + 1)
+            self._last_id_time = stamp
+        return f"{stamp:016x}-{secrets.token_hex(4)}"
+
+    def enqueue(self, envelope: QueuedEnvelope, content: bytes) -> None:
+        """Store a new message; with ``fsync`` it is on disk, directory entry included, on return."""
+        _check_envelope(envelope)
+        final = self._path(envelope.queue_id, MESSAGE_SUFFIX)
+        if final.exists():
+            raise ValueError(f"queue id {envelope.queue_id!r} is already queued")
+        header = _dump(envelope.to_json() | {"v": FORMAT_VERSION, "size": len(content)})
+        temp = final.with_name(final.name + TEMP_SUFFIX)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                _write_all(fd, header + b"\n")
+                _write_all(fd, content)
+                if self.fsync:
+                    os.fsync(fd)  # concurrent writers flush their own files in parallel
+                    self._commit.commit(_Pending(temp, final))
+                else:
+                    os.rename(temp, final)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+
+    async def enqueue_async(self, envelope: QueuedEnvelope, content: bytes) -> None:
+        """:meth:`enqueue` on a worker thread; concurrent calls share directory flushes."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool(), self.enqueue, envelope, content)
+
+    @property
+    def commit_batches(self) -> int:
+        """How many group commits (flushes of the directory for new messages) have been made."""
+        return self._commit.batches
+
+    def update(self, envelope: QueuedEnvelope) -> None:
+        """Replace a queued message's state atomically; ``KeyError`` if it is no longer queued."""
+        _check_envelope(envelope)
+        if not self._path(envelope.queue_id, MESSAGE_SUFFIX).exists():
+            raise KeyError(f"no queued message {envelope.queue_id!r}")
+        self._write_atomically(self._path(envelope.queue_id, STATE_SUFFIX), _dump(envelope.to_json()))
+
+    def remove(self, queue_id: str) -> None:
+        """Delete a message; ``KeyError`` if it is not queued."""
+        message = self._existing_path(queue_id, MESSAGE_SUFFIX)
+        try:
+            message.unlink()  # the message first: a leftover state file alone is discarded at start-up
+        except FileNotFoundError:
+            raise KeyError(f"no queued message {queue_id!r}") from None
+        _unlink_quietly(self._path(queue_id, STATE_SUFFIX))
+        if self.fsync:
+            _fsync_directory(self.directory)
+
+    def close(self) -> None:
+        """Release the worker threads of :meth:`enqueue_async` (waits for writes in progress)."""
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list(self) -> list[QueuedEnvelope]:
+        """Every queued envelope, oldest first. Damaged files are skipped (and logged)."""
+        envelopes = []
+        for queue_id in self._ids():
+            try:
+                envelopes.append(self._envelope(queue_id)[0])
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except ValueError as error:
+                log.error("queue file %s is damaged, skipped: %s", queue_id, error)
+        return envelopes
+
+    def due(self, now: float) -> builtins.list[QueuedEnvelope]:
+        """The envelopes whose next attempt is at or before ``now``, oldest first."""
+        return [envelope for envelope in self.list() if envelope.next_attempt <= now]
+
+    def envelope(self, queue_id: str) -> QueuedEnvelope:
+        """One message's current envelope, without reading its content; ``KeyError`` if not queued."""
+        self._existing_path(queue_id, MESSAGE_SUFFIX)
+        try:
+            return self._envelope(queue_id)[0]
+        except FileNotFoundError:
+            raise KeyError(f"no queued message {queue_id!r}") from None
+        except ValueError as error:
+            raise KeyError(f"queued message {queue_id!r} is damaged: {error}") from None
+
+    def load(self, queue_id: str) -> tuple[QueuedEnvelope, bytes]:
+        """The envelope and content of one message; ``KeyError`` naming the id if it is not queued."""
+        path = self._existing_path(queue_id, MESSAGE_SUFFIX)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"no queued message {queue_id!r}") from None
+        newline = data.find(b"\n")
+        try:
+            header = _parse_header(data[:newline] if newline >= 0 else data)
+        except ValueError as error:
+            raise KeyError(f"queued message {queue_id!r} is damaged: {error}") from None
+        content = data[newline + 1 :]
+        if newline < 0 or len(content) != header["size"]:
+            raise KeyError(f"queued message {queue_id!r} is damaged: truncated content")
+        return self._overlay_state(queue_id, QueuedEnvelope.from_json(header)), content
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._ids())
+
+    def __contains__(self, queue_id: object) -> bool:
+        return isinstance(queue_id, str) and valid_queue_id(queue_id) and self._path(queue_id, MESSAGE_SUFFIX).exists()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _path(self, queue_id: str, suffix: str) -> Path:
+        return self.directory / f"{queue_id}{suffix}"
+
+    def _existing_path(self, queue_id: str, suffix: str) -> Path:
+        if not valid_queue_id(queue_id):
+            raise KeyError(f"no queued message {queue_id!r}")
+        return self._path(queue_id, suffix)
+
+    def _ids(self) -> Iterator[str]:
+        names = sorted(entry.name for entry in os.scandir(self.directory) if entry.name.endswith(MESSAGE_SUFFIX))
+        for name in names:
+            queue_id = name[: -len(MESSAGE_SUFFIX)]
+            if valid_queue_id(queue_id):
+                yield queue_id
+
+    def _envelope(self, queue_id: str) -> tuple[QueuedEnvelope, int]:
+        """The current envelope and the byte count the file must have; ``ValueError`` if damaged."""
+        path = self._path(queue_id, MESSAGE_SUFFIX)
+        with path.open("rb") as stream:
+            line = stream.readline(_MAX_HEADER)
+        header = _parse_header(line.rstrip(b"\n"))
+        if not line.endswith(b"\n"):
+            raise ValueError("envelope line is incomplete")
+        envelope = QueuedEnvelope.from_json(header)
+        if envelope.queue_id != queue_id:
+            raise ValueError(f"file holds queue id {envelope.queue_id!r}")
+        return self._overlay_state(queue_id, envelope), len(line) + int(header["size"])
+
+    def _overlay_state(self, queue_id: str, envelope: QueuedEnvelope) -> QueuedEnvelope:
+        try:
+            data = self._path(queue_id, STATE_SUFFIX).read_bytes()
+        except FileNotFoundError:
+            return envelope
+        try:
+            state = QueuedEnvelope.from_json(json.loads(data))
+        except (ValueError, TypeError) as error:
+            log.error("state of queued message %s is damaged, using the envelope as accepted: %s", queue_id, error)
+            return envelope
+        return state if state.queue_id == queue_id else envelope
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        temp = path.with_name(path.name + TEMP_SUFFIX)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            try:
+                _write_all(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        if self.fsync:
+            _fsync_directory(self.directory)
+
+    def _writer_pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="queue-writer")
+            return self._executor
+
+    def _recover(self) -> None:
+        """Delete half-written files, set damaged messages aside, drop state files without a message."""
+        changed = False
+        for entry in list(os.scandir(self.directory)):
+            if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+                log.warning("discarding half-written queue file %s", entry.name)
+                _unlink_quietly(Path(entry.path))
+                changed = True
+        for queue_id in list(self._ids()):
+            path = self._path(queue_id, MESSAGE_SUFFIX)
+            try:
+                _, expected = self._envelope(queue_id)
+                if path.stat().st_size != expected:
+                    raise ValueError(f"{path.stat().st_size} bytes on disk, {expected} expected")
+            except ValueError as error:
+                corrupt = self.directory / CORRUPT_DIR
+                corrupt.mkdir(exist_ok=True)
+                os.replace(path, corrupt / path.name)
+                log.error("queue file %s is damaged (%s); moved to %s", path.name, error, corrupt)
+                changed = True
+        for entry in list(os.scandir(self.directory)):
+            if entry.name.endswith(STATE_SUFFIX):
+                stem = entry.name[: -len(STATE_SUFFIX)]
+                if not self._path(stem, MESSAGE_SUFFIX).exists():
+                    _unlink_quietly(Path(entry.path))
+                    changed = True
+        if changed and self.fsync:
+            _fsync_directory(self.directory)
+
+
+def _check_envelope(envelope: QueuedEnvelope) -> None:
+    if not valid_queue_id(envelope.queue_id):
+        raise ValueError(f"queue_id: {envelope.queue_id!r} is not a usable id (letters, digits, '-', '_')")
+    if not envelope.recipients:
+        raise ValueError(f"recipients: message {envelope.queue_id} has no recipient")
+    for name, address in [("sender", envelope.sender)] + [("recipients", rcpt) for rcpt in envelope.recipients]:
+        if _ADDRESS_FORBIDDEN.search(address):
+            raise ValueError(f"{name}: {address!r} holds a control character or an angle bracket")
+    if any(not rcpt for rcpt in envelope.recipients):
+        raise ValueError("recipients: an empty address")
+
+
+def _parse_header(line: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(line)
+    except ValueError as error:
+        raise ValueError(f"envelope line is not JSON: {error}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("size"), int):
+        raise ValueError("envelope line lacks the content size")
+    if header.get("v", 0) > FORMAT_VERSION:
+        raise ValueError(f"written in format {header['v']}, this version reads {FORMAT_VERSION}")
+    return header
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode("ascii")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,431 @@
+"""Delivery to a real SMTP smarthost on 127.0.0.1: transactions, retries, notifications, connections."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from salmon_relayauth.model.connector import QueueSettings, SmarthostSettings
+from salmon_relayauth.queue import DeliveryWorker, MessageQueue, QueuedEnvelope, retry_delay
+from salmon_relayauth.queue.dsn import status_from_reply
+
+FQDN = "relay.contoso.com"
+SETTINGS = QueueSettings(
+    retry_interval=timedelta(minutes=1),
+    max_retry_interval=timedelta(minutes=5),
+    message_expiration=timedelta(hours=2),
+)
+CONTENT = (
+    b"From: App <app@contoso.com>\r\nTo: ops@contoso.com\r\nCc: dba@contoso.com\r\n"
+    b"Subject: nightly backup failed\r\nMessage-ID: <1@app.contoso.com>\r\n\r\n"
+    b"The backup failed.\r\n.leading dot\r\n\r\n8-bit: caf\xc3\xa9\r\n"
+)
+
+
+# -- the smarthost ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Transaction:
+    connection: int
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    tls: bool
+
+
+@dataclass
+class RecordingSmarthost:
+    """An aiosmtpd handler that records what it accepts; replies can be scripted.
+
+    ``rcpt_script[address]`` is consumed one reply per RCPT of that address (then 250);
+    ``rcpt_always[address]`` answers every RCPT; ``mail_script`` / ``data_script`` likewise for MAIL / DATA.
+    """
+
+    transactions: list[Transaction] = field(default_factory=list)
+    connections: int = 0
+    rcpt_script: dict[str, list[str]] = field(default_factory=dict)
+    rcpt_always: dict[str, str] = field(default_factory=dict)
+    mail_script: list[str] = field(default_factory=list)
+    data_script: list[str] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if not getattr(session, "counted", False):
+            self.connections += 1
+            session.counted, session.number = True, self.connections
+        return responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self.mail_script:
+            return self.mail_script.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        reply = self.rcpt_always.get(address) or (self.rcpt_script.get(address) or ["250 OK"]).pop(0)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_script:
+            return self.data_script.pop(0)
+        self.transactions.append(
+            Transaction(session.number, envelope.mail_from, list(envelope.rcpt_tos), envelope.content, session.ssl is not None)
+        )
+        return "250 2.0.0 Ok: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(handler: RecordingSmarthost, port: int, **options: Any) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def smarthost() -> Iterator[tuple[RecordingSmarthost, SmarthostSettings]]:
+    handler, port = RecordingSmarthost(), free_port()
+    controller = serve(handler, port)
+    yield handler, SmarthostSettings(host="127.0.0.1", port=port)
+    controller.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def queued(queue: MessageQueue, clock: Clock, **changes: Any) -> QueuedEnvelope:
+    item = QueuedEnvelope(
+        queue_id=queue.new_id(),
+        sender="app@contoso.com",
+        recipients=("ops@contoso.com", "dba@contoso.com", "audit@fabrikam.com"),  # the last one is a Bcc
+        client_address="192.168.5.10",
+        client_port=40123,
+        connector="Anonymous Relay",
+        session_id="s1",
+        principals=(),
+        rights=("ms-Exch-SMTP-Submit",),
+        received_at=clock.now,
+    )
+    item = replace(item, **changes)
+    queue.enqueue(item, CONTENT)
+    return item
+
+
+def worker_for(queue: MessageQueue, settings: SmarthostSettings, clock: Clock, **options: Any) -> DeliveryWorker:
+    return DeliveryWorker(queue, settings, SETTINGS, FQDN, clock=clock, timeout=5, **options)
+
+
+def report(content: bytes) -> tuple[email.message.Message, list[email.message.Message]]:
+    """The notification and its per-recipient delivery-status blocks."""
+    message = email.message_from_bytes(content)
+    status = message.get_payload()[1]
+    assert status.get_content_type() == "message/delivery-status"
+    return message, status.get_payload()
+
+
+# -- transactions -------------------------------------------------------------------------------------
+
+
+def test_one_transaction_with_whole_envelope(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    item = queued(queue, clock)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [(t.mail_from, t.rcpt_tos) for t in server.transactions] == [("app@contoso.com", list(item.recipients))]
+    assert server.transactions[0].content == CONTENT
+    assert len(queue) == 0
+    assert (stats.messages, stats.delivered, stats.finished, stats.connections) == (1, 3, 1, 1)
+
+
+def test_several_messages_share_one_connection(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    senders = [f"app{n}@contoso.com" for n in range(5)]
+    for sender in senders:
+        queued(queue, clock, sender=sender)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [t.mail_from for t in server.transactions] == senders
+    assert server.connections == 1 and stats.connections == 1
+    assert len(queue) == 0
+
+
+def test_dropped_connection_is_reopened_for_the_next_message(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.data_script = ["421 4.3.2 Service shutting down"]
+    queue = MessageQueue(tmp_path)
+    first, second = queued(queue, clock), queued(queue, clock)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [t.connection for t in server.transactions] == [2]
+    assert queue.list() == [replace(first, attempts=1, next_attempt=clock.now + 60,
+                                    last_error="421 4.3.2 Service shutting down")]
+    assert (stats.connections, stats.delivered, stats.deferred) == (2, 3, 3)
+    assert second.queue_id not in queue
+
+
+# -- temporary failures ---------------------------------------------------------------------------------
+
+
+def test_temporary_failures_back_off_then_deliver(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.rcpt_script = {"dba@contoso.com": ["451 4.3.0 Try again later"] * 4}
+    queue = MessageQueue(tmp_path)
+    item = queued(queue, clock)
+    worker = worker_for(queue, settings, clock)
+    worker.run_once()
+    # the others are delivered at once; only the deferred recipient stays
+    assert server.transactions[0].rcpt_tos == ["ops@contoso.com", "audit@fabrikam.com"]
+    delays = []
+    for attempt in range(1, 5):
+        state = queue.load(item.queue_id)[0]
+        assert (state.recipients, state.attempts) == (("dba@contoso.com",), attempt)
+        assert state.last_error == "451 4.3.0 Try again later"
+        delays.append(state.next_attempt - clock.now)
+        assert worker.run_once().messages == 0  # not due yet
+        clock.now = state.next_attempt
+        worker.run_once()
+    assert delays == [60, 120, 240, 300]  # doubled each time, capped at max_retry_interval
+    assert [t.rcpt_tos for t in server.transactions][1:] == [["dba@contoso.com"]]
+    assert len(queue) == 0
+
+
+def test_smarthost_down_loses_nothing(tmp_path: Path, clock: Clock) -> None:
+    port = free_port()
+    queue = MessageQueue(tmp_path)
+    items = [queued(queue, clock) for _ in range(3)]
+    worker = worker_for(queue, SmarthostSettings(host="127.0.0.1", port=port), clock)
+    stats = worker.run_once()
+    assert (stats.messages, stats.deferred, stats.connections) == (3, 9, 0)
+    for item in queue.list():
+        assert item.attempts == 1 and "ConnectionRefusedError" in item.last_error and len(item.recipients) == 3
+
+    server = RecordingSmarthost()
+    controller = serve(server, port)
+    try:
+        clock.now += 60
+        worker.run_once()
+    finally:
+        controller.stop()
+    assert len(queue) == 0
+    assert [t.rcpt_tos for t in server.transactions] == [list(item.recipients) for item in items]
+
+
+def test_expiry_returns_the_message_with_4_4_7(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.rcpt_always = {"ops@contoso.com": "451 4.7.1 Greylisted"}
+    queue = MessageQueue(tmp_path)
+    item = queued(queue, clock, recipients=("ops@contoso.com",))
+    worker = worker_for(queue, settings, clock)
+    worker.run_once()
+    clock.now = item.received_at + SETTINGS.message_expiration.total_seconds() + 1
+    stats = worker.run_once()
+    assert (stats.failed, stats.notifications) == (1, 1)
+    assert len(queue) == 0
+    [notification] = server.transactions
+    assert (notification.mail_from, notification.rcpt_tos) == ("<>", ["app@contoso.com"])
+    _, [arrival, recipient] = report(notification.content)
+    assert recipient["Final-Recipient"] == "rfc822; ops@contoso.com"
+    assert (recipient["Action"], recipient["Status"]) == ("failed", "4.4.7")
+    assert recipient["Diagnostic-Code"] == "smtp; 451 4.7.1 Greylisted"
+
+
+# -- permanent failures and notifications ----------------------------------------------------------------
+
+
+def test_permanent_failure_notifies_the_sender_once(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.rcpt_always = {"dba@contoso.com": "550 5.1.1 <dba@contoso.com>: Recipient address rejected"}
+    queue = MessageQueue(tmp_path)
+    item = queued(queue, clock)
+    stats = worker_for(queue, settings, clock).run_once()
+    original, notification = server.transactions
+    assert original.rcpt_tos == ["ops@contoso.com", "audit@fabrikam.com"] and original.content == CONTENT
+    assert (notification.mail_from, notification.rcpt_tos) == ("<>", ["app@contoso.com"])
+    assert (stats.delivered, stats.failed, stats.notifications, stats.connections) == (3, 1, 1, 1)
+    assert len(queue) == 0
+
+    message, [arrival, recipient] = report(notification.content)
+    assert message["From"] == f"Mail Delivery System <MAILER-DAEMON@{FQDN}>"
+    assert message["To"] == "<app@contoso.com>" and message["Subject"] == "Undeliverable: nightly backup failed"
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    human, _, headers = message.get_payload()
+    assert "dba@contoso.com" in human.get_payload() and "Recipient address rejected" in human.get_payload()
+    assert arrival["Reporting-MTA"] == f"dns; {FQDN}" and arrival["Arrival-Date"]
+    assert recipient["Final-Recipient"] == "rfc822; dba@contoso.com"
+    assert (recipient["Action"], recipient["Status"]) == ("failed", "5.1.1")
+    assert recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 <dba@contoso.com>: Recipient address rejected"
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert b"Message-ID: <1@app.contoso.com>" in notification.content and b"The backup failed" not in notification.content
+
+
+def test_refused_sender_fails_every_recipient_in_one_notification(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.mail_script = ["553 5.7.1 Sender not allowed"]
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock)
+    worker_for(queue, settings, clock).run_once()
+    [notification] = server.transactions
+    _, [_, *recipients] = report(notification.content)
+    assert [r["Final-Recipient"] for r in recipients] == [
+        "rfc822; ops@contoso.com", "rfc822; dba@contoso.com", "rfc822; audit@fabrikam.com"
+    ]
+    assert {r["Status"] for r in recipients} == {"5.7.1"}
+
+
+def test_no_notification_for_the_null_sender_or_a_notification(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.rcpt_always = {"ops@contoso.com": "550 5.1.1 unknown"}
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock, sender="", recipients=("ops@contoso.com",))
+    queued(queue, clock, sender="", recipients=("ops@contoso.com",), is_notification=True)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert (stats.messages, stats.failed, stats.notifications) == (2, 2, 0)
+    assert server.transactions == [] and len(queue) == 0
+
+
+def test_data_refusal_is_per_message(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    server.data_script = ["554 5.6.0 Message content rejected"]
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert (stats.failed, stats.notifications) == (3, 1)
+    [notification] = server.transactions
+    assert {r["Status"] for r in report(notification.content)[1][1:]} == {"5.6.0"}
+
+
+# -- the background thread, credentials, TLS ------------------------------------------------------------
+
+
+def test_background_worker_delivers_on_wake(tmp_path: Path, smarthost: Any) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    worker = DeliveryWorker(queue, settings, SETTINGS, FQDN, poll_interval=60, timeout=5)
+    worker.start()
+    try:
+        time.sleep(0.1)
+        queued(queue, Clock(), received_at=time.time())
+        worker.wake()
+        deadline = time.monotonic() + 5
+        while len(queue) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop(timeout=5)
+    assert len(queue) == 0 and len(server.transactions) == 1
+
+
+server_logins: list[bytes] = []
+
+
+def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"relay", b"s3cret-pw")
+    server_logins.append(auth_data.login)
+    return AuthResult(success=ok, handled=False)
+
+
+def test_login_and_passwords_never_logged(tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    server, port = RecordingSmarthost(), free_port()
+    controller = serve(server, port, authenticator=authenticator, auth_require_tls=False)
+    caplog.set_level(logging.DEBUG, logger="salmon_relayauth")
+    try:
+        queue = MessageQueue(tmp_path)
+        wrong = SmarthostSettings(host="127.0.0.1", port=port, username="relay", password="wr0ng-pw")
+        queued(queue, clock)
+        worker_for(queue, wrong, clock).run_once()
+        [deferred] = queue.list()
+        assert deferred.attempts == 1 and "535 5.7.8" in deferred.last_error
+        right = replace(wrong, password="s3cret-pw")
+        clock.now += 60
+        worker_for(queue, right, clock).run_once()
+    finally:
+        controller.stop()
+    assert len(queue) == 0 and len(server.transactions) == 1
+    assert server_logins == [b"relay"] * 3  # PLAIN, then LOGIN with the wrong password; PLAIN with the right one
+    assert "delivered" in caplog.text and "pw" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def test_starttls_is_used_and_never_skipped(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock)
+
+    plain, plain_port = RecordingSmarthost(), free_port()
+    controller = serve(plain, plain_port)
+    try:  # a smarthost that does not offer STARTTLS gets nothing
+        settings = SmarthostSettings(host="127.0.0.1", port=plain_port, starttls=True)
+        worker_for(queue, settings, clock, tls_context=client_context).run_once()
+    finally:
+        controller.stop()
+    assert plain.transactions == [] and "STARTTLS" in queue.list()[0].last_error
+
+    secure, secure_port = RecordingSmarthost(), free_port()
+    controller = serve(secure, secure_port, tls_context=server_context, require_starttls=True)
+    try:
+        clock.now += 60
+        settings = SmarthostSettings(host="127.0.0.1", port=secure_port, starttls=True)
+        worker_for(queue, settings, clock, tls_context=client_context).run_once()
+    finally:
+        controller.stop()
+    assert [t.tls for t in secure.transactions] == [True] and len(queue) == 0
+
+
+# -- small pieces ----------------------------------------------------------------------------------------
+
+
+def test_retry_delay_and_status() -> None:
+    assert [retry_delay(n, SETTINGS) for n in range(1, 6)] == [60, 120, 240, 300, 300]
+    assert retry_delay(10_000, SETTINGS) == 300
+    assert status_from_reply(550, "5.1.1 unknown") == "5.1.1"
+    assert status_from_reply(550, "4.1.1 mismatched class") == "5.0.0"
+    assert status_from_reply(554, "no enhanced code") == "5.0.0"
