@@ -63,7 +63,8 @@ class RecordingSmarthost:
     rcpt_always: dict[str, str] = field(default_factory=dict)
     mail_script: list[str] = field(default_factory=list)
     data_script: list[str] = field(default_factory=list)
-    logins: list[str] = field(default_factory=list)
+    drop_at_mail: int = 0  # close the next N connections when MAIL arrives, without a reply
+    logins: list[bytes] = field(default_factory=list)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
@@ -73,6 +74,10 @@ class RecordingSmarthost:
         return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self.drop_at_mail:
+            self.drop_at_mail -= 1
+            server.transport.abort()
+            return "421 4.4.2 gone"  # never reaches the client
         if self.mail_script:
             return self.mail_script.pop(0)
         envelope.mail_from = address
@@ -194,6 +199,28 @@ def test_dropped_connection_is_reopened_for_the_next_message(tmp_path: Path, sma
                                     last_error="421 4.3.2 Service shutting down")]
     assert (stats.connections, stats.delivered, stats.deferred) == (2, 3, 3)
     assert second.queue_id not in queue
+
+
+def test_reused_connection_found_dead_is_replaced_without_a_deferral(
+    tmp_path: Path, smarthost: Any, clock: Clock
+) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock, sender="first@contoso.com")
+    queued(queue, clock, sender="second@contoso.com")
+
+    original_data = server.handle_DATA
+
+    async def data_then_arm(*args: Any) -> str:
+        server.drop_at_mail = 1  # the smarthost goes away while the connection sits idle
+        return await original_data(*args)
+
+    server.handle_DATA = data_then_arm
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [(t.mail_from, t.connection) for t in server.transactions] == [
+        ("first@contoso.com", 1), ("second@contoso.com", 2)
+    ]
+    assert (stats.connections, stats.deferred, len(queue)) == (2, 0, 0)
 
 
 # -- temporary failures ---------------------------------------------------------------------------------
@@ -348,18 +375,31 @@ def test_background_worker_delivers_on_wake(tmp_path: Path, smarthost: Any) -> N
     assert len(queue) == 0 and len(server.transactions) == 1
 
 
-server_logins: list[bytes] = []
+def test_stop_leaves_undelivered_mail_queued(tmp_path: Path, clock: Clock) -> None:
+    queue = MessageQueue(tmp_path)
+    worker = DeliveryWorker(queue, SmarthostSettings(port=free_port()), SETTINGS, FQDN, poll_interval=60, timeout=5)
+    worker.start()
+    queued(queue, clock, received_at=time.time())
+    worker.wake()
+    started = time.monotonic()
+    worker.stop(timeout=5)
+    assert time.monotonic() - started < 5
+    [item] = queue.list()
+    assert item.attempts <= 1 and len(item.recipients) == 3
 
 
-def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"relay", b"s3cret-pw")
-    server_logins.append(auth_data.login)
-    return AuthResult(success=ok, handled=False)
+def authenticator(recorder: RecordingSmarthost) -> Any:
+    def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        recorder.logins.append(auth_data.login)
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"relay", b"s3cret-pw"), handled=False)
+
+    return check
 
 
 def test_login_and_passwords_never_logged(tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     server, port = RecordingSmarthost(), free_port()
-    controller = serve(server, port, authenticator=authenticator, auth_require_tls=False)
+    controller = serve(server, port, authenticator=authenticator(server), auth_require_tls=False)
     caplog.set_level(logging.DEBUG, logger="salmon_relayauth")
     try:
         queue = MessageQueue(tmp_path)
@@ -374,7 +414,7 @@ def test_login_and_passwords_never_logged(tmp_path: Path, clock: Clock, caplog: 
     finally:
         controller.stop()
     assert len(queue) == 0 and len(server.transactions) == 1
-    assert server_logins == [b"relay"] * 3  # PLAIN, then LOGIN with the wrong password; PLAIN with the right one
+    assert server.logins == [b"relay"] * 3  # PLAIN, then LOGIN with the wrong password; PLAIN with the right one
     assert "delivered" in caplog.text and "pw" not in caplog.text
 
 

@@ -224,20 +224,21 @@ def _binding_groups(connectors: tuple[Connector, ...]) -> Iterator[tuple[int, li
     One set per (port, family) for the wildcard alone, and one per specific local address holding
     the connectors bound to it plus those bound to the wildcard.
     """
-    wildcard: dict[tuple[int, int], list[Connector]] = defaultdict(list)
-    specific: dict[tuple[int, int], dict[int, list[Connector]]] = defaultdict(lambda: defaultdict(list))
-    for connector in connectors:
+    # Connectors are keyed by position: comparing the dataclasses field by field would make
+    # this quadratic in the number of connectors.
+    wildcard: dict[tuple[int, int], dict[int, Connector]] = defaultdict(dict)
+    specific: dict[tuple[int, int], dict[int, dict[int, Connector]]] = defaultdict(lambda: defaultdict(dict))
+    for position, connector in enumerate(connectors):
         for binding in connector.bindings:
             key = (binding.port, binding.version)
             bound = wildcard[key] if binding.address is None else specific[key][binding.address]
-            if connector not in bound:
-                bound.append(connector)
+            bound[position] = connector
     for key in set(wildcard) | set(specific):
-        wild = wildcard.get(key, [])
-        yield key[1], [_Member(connector, False) for connector in wild]
+        wild = wildcard.get(key, {})
+        yield key[1], [_Member(connector, False) for connector in wild.values()]
         for bound in specific.get(key, {}).values():
-            others = [_Member(connector, False) for connector in wild if connector not in bound]
-            yield key[1], [_Member(connector, True) for connector in bound] + others
+            others = [_Member(connector, False) for position, connector in wild.items() if position not in bound]
+            yield key[1], [_Member(connector, True) for connector in bound.values()] + others
 
 
 def _range_conflicts(version: int, members: list[_Member]) -> Iterator[tuple[Connector, str]]:

@@ -90,8 +90,10 @@ def judge_recipient(session: SessionState, recipient: MailPath, domains: Accepte
             return reply("reserved_sld", f"{domain} is a reserved second-level domain", source)
         if connector.reject_single_label_recipient_domains and len(labels) == 1:
             return reply("single_label", f"{domain} is a single-label domain", source)
-    # An IP literal such as "[192.0.2.1]" is never an accepted domain (those are host names).
-    outside = [d for d in recipient.routing_domains if not domains.is_accepted(d)]
+    if recipient.is_null or recipient.is_ip_literal or not recipient.routing_domains:
+        outside = [domain or "<>"]  # an IP literal or an empty path is never local
+    else:
+        outside = [d for d in recipient.routing_domains if not domains.is_accepted(d)]
     if not outside:
         return reply("recipient_ok", f"{recipient.address} is in an accepted domain", source)
     if Right.SMTP_ACCEPT_ANY_RECIPIENT in session.rights:

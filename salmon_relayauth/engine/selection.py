@@ -59,6 +59,8 @@ class ConnectorIndex:
             for binding in set(connector.bindings):
                 specific = binding.address is not None
                 for remote in connector.remote_ip_ranges:
+                    if remote.version != binding.version:
+                        continue  # a socket of one family only ever sees clients of that family
                     selection = ConnectorSelection(connector, remote, specific, source)
                     item = _Item(remote.first, remote.last, (remote.size, 0 if specific else 1, order), selection)
                     if specific:

@@ -11,6 +11,7 @@ Addresses are kept as integers so that the selection index compares plain ints.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from enum import Enum
 
@@ -59,9 +60,18 @@ def client_address(text: str) -> tuple[int, int]:
     """Return ``(version, integer)`` for a client address; IPv4-mapped IPv6 counts as IPv4.
 
     ``::ffff:192.168.5.10`` is how a dual-stack socket reports an IPv4 client, so it must match the
-    IPv4 ranges that name ``192.168.5.10``.
+    IPv4 ranges that name ``192.168.5.10``. Addresses as sockets print them take a fast path
+    (this runs for every connection); anything else goes through the strict parser.
     """
-    return _family_and_int(parse_ip(text))
+    try:
+        if ":" not in text:
+            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    except (OSError, TypeError):
+        return _family_and_int(parse_ip(text))
+    if value >> 32 == 0xFFFF:
+        return 4, value & 0xFFFFFFFF
+    return 6, value
 
 
 def _family_and_int(address: IPAddress) -> tuple[int, int]:
