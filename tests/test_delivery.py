@@ -460,6 +460,22 @@ def test_starttls_is_used_and_never_skipped(tmp_path: Path, clock: Clock, certif
     assert [t.tls for t in secure.transactions] == [True] and len(queue) == 0
 
 
+def test_implicit_tls(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock)
+    server, port = RecordingSmarthost(), free_port()
+    controller = serve(server, port, ssl_context=server_context)
+    try:
+        settings = SmarthostSettings(host="127.0.0.1", port=port, ssl=True)
+        worker_for(queue, settings, clock, tls_context=ssl.create_default_context(cafile=str(cert))).run_once()
+    finally:
+        controller.stop()
+    assert len(server.transactions) == 1 and len(queue) == 0
+
+
 # -- small pieces ----------------------------------------------------------------------------------------
 
 

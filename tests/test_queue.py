@@ -37,7 +37,7 @@ def envelope(queue: MessageQueue, **changes: object) -> QueuedEnvelope:
         rights=("ms-Exch-SMTP-Submit", "ms-Exch-SMTP-Accept-Any-Recipient"),
         received_at=time.time(),
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 # -- store ---------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import admin, check, explain, serve
+from . import admin, check, explain, serve, users
 
 __all__ = ["main"]
 
-_VERBS = (check, explain, admin, serve)
+_VERBS = (check, explain, admin, serve, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -251,8 +251,9 @@ class DeliveryWorker:
         if deferred and now >= expires:
             for rcpt in deferred:
                 code, text = results[rcpt]
-                failures.append(FailedRecipient(rcpt, EXPIRED_STATUS, f"{code} {text}" if code else "", "" if code else text))
-                log.warning("%s: expired <%s> -> <%s>: %s", qid, envelope.sender, rcpt, _reply_text(results[rcpt]))
+                reply, detail = (f"{code} {text}", "") if code else ("", text)
+                failures.append(FailedRecipient(rcpt, EXPIRED_STATUS, reply, detail))
+                log.warning("%s: expired <%s> -> <%s>: %s", qid, envelope.sender, rcpt, reply or detail)
             stats.failed += len(deferred)
             deferred = []
         notification = self._notify(envelope, content, failures, now, stats) if failures else None

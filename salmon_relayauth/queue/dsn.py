@@ -22,6 +22,7 @@ EXPIRED_STATUS = "4.4.7"
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 _SUBJECT = re.compile(rb"^Subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_MAX_RETURNED = 256 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +152,12 @@ def _status_part(
 
 
 def _original_headers(content: bytes) -> bytes:
+    """The header section (up to the first empty line), at most ``_MAX_RETURNED`` bytes of whole lines."""
     end = content.find(b"\r\n\r\n")
     end = end + 2 if end >= 0 else content.find(b"\n\n") + 1
     headers = content[:end] if end > 0 else content
+    if len(headers) > _MAX_RETURNED:
+        headers = headers[: headers.rfind(b"\n", 0, _MAX_RETURNED) + 1]
     return _BARE_LF.sub(b"\r\n", headers)
 
 

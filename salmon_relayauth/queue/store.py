@@ -10,8 +10,8 @@ Layout of the queue directory::
 
 A file only gets its final name by ``rename`` after its bytes are written (and, with ``fsync``, flushed);
 the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent enqueues flush their
-files in parallel and share one flush of the directory (group commit). Delivery is at least once: a crash between delivery and the state
-update delivers again, never loses.
+files in parallel and share one flush of the directory (group commit). Delivery is at least once: a
+crash between delivery and the state update delivers again, never loses.
 
 One process owns a queue directory; the ``queue`` command opens it with ``recover=False`` so that it
 never touches another process's files in flight.
@@ -211,7 +211,8 @@ class MessageQueue:
         _check_envelope(envelope)
         if not self._path(envelope.queue_id, MESSAGE_SUFFIX).exists():
             raise KeyError(f"no queued message {envelope.queue_id!r}")
-        self._write_atomically(self._path(envelope.queue_id, STATE_SUFFIX), _dump(envelope.to_json()))
+        state = _dump(envelope.to_json() | {"v": FORMAT_VERSION})
+        self._write_atomically(self._path(envelope.queue_id, STATE_SUFFIX), state)
 
     def remove(self, queue_id: str) -> None:
         """Delete a message; ``KeyError`` if it is not queued."""
