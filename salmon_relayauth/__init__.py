@@ -43,12 +43,25 @@ from .model import (
     parse_enum,
     parse_remote_ip_range,
 )
+from .engine.smtp_address import AddressSyntaxError, MailPath, parse_path
+from .model.connector import AuthenticationSettings, ProxySettings, QueueSettings, TlsSettings
+from .model.rights import EffectiveRights, Grant, RightTrace
+from .model.session import SessionState
 from .plugins import ENTRY_POINT_GROUP, PluginLoadError, make_plugin_manager
-from .policy import RelayPolicy, load_policy
+from .policy import RelayPolicy, fold_decisions, load_policy
+from .queue.delivery import DeliveryWorker
+from .queue.store import MessageQueue, QueuedEnvelope
+from .receiver import RelayReceiver
+from .routing import RelayContext, relay_guard
+from .session import MessageVerdict, RelaySession
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressSyntaxError", "AuthenticationSettings", "DeliveryWorker", "EffectiveRights", "Grant", "MailPath",
+    "MessageQueue", "MessageVerdict", "ProxySettings", "QueueSettings", "QueuedEnvelope", "RelayContext",
+    "RelayReceiver", "RelaySession", "RightTrace", "SessionState", "TlsSettings", "fold_decisions", "parse_path",
+    "relay_guard",
     "AcceptedDomain", "AcceptedDomainType", "AddressError", "AuthMechanism", "Binding", "CheckResult",
     "ConfigError", "ConfigProblem", "ConnectionInfo", "Connector", "ConnectorIndex", "ConnectorSelection",
     "Decision", "ENTRY_POINT_GROUP", "MessageRateSource", "PermissionEntry", "PermissionGroup",

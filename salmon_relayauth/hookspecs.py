@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from .config.problems import ConfigProblem
     from .engine.domains import AcceptedDomains
     from .engine.headers import MessageFacts
+    from .engine.limits import ConnectionCounts
     from .engine.selection import ConnectorIndex
     from .engine.smtp_address import MailPath
     from .model.connection import ConnectionInfo, ConnectorSelection
     from .model.connector import Connector, RelayConfig
     from .model.decision import Decision
+    from .model.limits import RateLimit
     from .model.rights import Grant
     from .model.session import SessionState
 
@@ -188,4 +190,35 @@ def relayauth_header_firewall(
     :return: field names to remove (compared case-insensitively).
 
     Results combine by union.
+    """
+
+
+@hookspec
+def relayauth_connection_limits(
+    config: RelayConfig, connector: Connector, connection: ConnectionInfo, counts: ConnectionCounts
+) -> Decision | None:
+    """Judge a new connection against concurrency limits, after its connector was selected.
+
+    :param config: the configuration in force.
+    :param connector: the connector selected for the connection.
+    :param connection: the connection's addresses.
+    :param counts: connections already open on this relay node (on the connector, from the source).
+    :return: a refusal (sent instead of the banner, then the connection is closed), or None.
+
+    Results combine by severity: the most severe refusal wins.
+    """
+
+
+@hookspec
+def relayauth_rate_limits(config: RelayConfig, session: SessionState, sender: MailPath) -> list[RateLimit]:
+    """Name the rate limits an accepted MAIL FROM counts against.
+
+    :param config: the configuration in force.
+    :param session: the session (connector, client, authenticated user).
+    :param sender: the accepted reverse path.
+    :return: limits to charge one message to; a plugin adds its own limit or key by returning more.
+
+    Results combine by concatenation; all are charged atomically (all or none) in the throttling
+    store, shared between relay nodes when it is Redis. The first exceeded limit's decision is sent
+    and the connection is closed; a limit with ``shadow`` only logs.
     """

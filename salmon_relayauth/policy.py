@@ -18,6 +18,7 @@ from .config.problems import ConfigError, ConfigProblem, Severity
 from .defaults.selection import MostSpecificSelection
 from .engine.domains import AcceptedDomains
 from .engine.headers import MessageFacts
+from .engine.limits import ConnectionCounts
 from .engine.permissions import fold_grants
 from .engine.replies import reply
 from .engine.selection import ConnectorIndex
@@ -25,6 +26,7 @@ from .engine.smtp_address import MailPath
 from .model.connection import ConnectionInfo, ConnectorSelection
 from .model.connector import Connector, RelayConfig
 from .model.decision import Decision
+from .model.limits import RateLimit
 from .model.rights import EffectiveRights, Grant
 from .model.session import SessionState
 from .plugins import make_plugin_manager
@@ -140,12 +142,38 @@ class RelayPolicy:
         )
         return {name.lower() for result in results for name in result}
 
+    # -- limits ---------------------------------------------------------------------------------
+
+    def connection_limit(self, connector: Connector, connection: ConnectionInfo, counts: ConnectionCounts) -> Decision | None:
+        """A refusal for a new connection over a concurrency limit, or None."""
+        decisions = self.hook.relayauth_connection_limits(
+            config=self.config, connector=connector, connection=connection, counts=counts
+        )
+        refusals = [decision for decision in decisions if decision is not None and not decision.accepted]
+        return fold_decisions(refusals, reply("service_unavailable")) if refusals else None
+
+    def rate_limits(self, session: SessionState, sender: MailPath) -> list[RateLimit]:
+        results: list[list[RateLimit]] = self.hook.relayauth_rate_limits(config=self.config, session=session, sender=sender)
+        return [limit for result in results for limit in result]
+
     # -- configuration --------------------------------------------------------------------------
 
     def plugin_problems(self) -> list[ConfigProblem]:
         """Problems the plugins' ``relayauth_validate_config`` implementations find."""
         results: list[list[ConfigProblem]] = self.hook.relayauth_validate_config(config=self.config)
-        return [problem for problems in results for problem in problems]
+        problems = [problem for problems in results for problem in problems]
+        for name in self.config.plugins.options:
+            if self.plugin_manager.get_plugin(name) is None:
+                problems.append(
+                    ConfigProblem(
+                        self.config.source,
+                        f"[plugins.{name}]",
+                        "",
+                        f"settings for plugin {name!r}, but no plugin of that name is loaded "
+                        "(not installed, disabled, or misspelt)",
+                    )
+                )
+        return problems
 
 
 def load_policy(path: str | Path, plugin_manager: pluggy.PluginManager | None = None) -> RelayPolicy:

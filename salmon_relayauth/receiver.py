@@ -23,6 +23,7 @@ from .listener.server import RelayServer, distinct_bindings, make_tls_context, o
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
 from .queue.store import MessageQueue
+from .throttling.factory import throttle_gate
 
 __all__ = ["RelayReceiver"]
 
@@ -59,7 +60,7 @@ class RelayReceiver:
         self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None
-        self.server = RelayServer(self.policy, self.pipeline, self.loop, context)
+        self.server = RelayServer(self.policy, self.pipeline, self.loop, context, throttle_gate(self.policy.config))
         self._thread: threading.Thread | None = None
         self._sockets: list[socket.socket] = []
 
@@ -105,6 +106,7 @@ class RelayReceiver:
         self.executor.shutdown(wait=True)
         if self.delivery is not None:
             self.delivery.stop()
+        self.queue.close()
         for sock in self._sockets:
             sock.close()
         log.info("relay stopped")

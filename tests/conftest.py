@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CONFIG = ROOT / "sample_app" / "config" / "relay.toml"
+SAMPLE_CONFIG = ROOT / "tests" / "configs" / "exchange_example.toml"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from salmon_relayauth.config import editor
 from salmon_relayauth.engine.permissions import connector_grants, fold_grants
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_app" / "config" / "relay.toml"
+SAMPLE = ROOT / "tests" / "configs" / "exchange_example.toml"
 ANONYMOUS = "NT AUTHORITY\\ANONYMOUS LOGON"
 EXTERNALLY_SECURED = "MS Exchange\\Externally Secured Servers"
 

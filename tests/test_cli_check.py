@@ -13,7 +13,7 @@ import pytest
 from salmon_relayauth.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_app" / "config" / "relay.toml"
+SAMPLE = ROOT / "tests" / "configs" / "exchange_example.toml"
 CONFIGS = Path(__file__).resolve().parent / "configs"
 BROKEN = CONFIGS / "broken.toml"
 WARNING = CONFIGS / "warning.toml"
@@ -313,14 +313,14 @@ SCRIPT = Path(sys.executable).parent / "salmon-relayauth"
 @pytest.mark.skipif(not SCRIPT.exists(), reason="console script not installed next to this interpreter")
 def test_console_script_as_subprocess():
     completed = subprocess.run(
-        [str(SCRIPT), "check", "sample_app/config/relay.toml"],
+        [str(SCRIPT), "check", "tests/configs/exchange_example.toml"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "sample_app/config/relay.toml: valid, 2 connector(s), server fqdn relay.contoso.com" in completed.stdout
+    assert "tests/configs/exchange_example.toml: valid, 2 connector(s), server fqdn relay.contoso.com" in completed.stdout
     broken = subprocess.run(
         [str(SCRIPT), "check", str(BROKEN)], capture_output=True, text=True, cwd=ROOT, timeout=60
     )

@@ -30,12 +30,12 @@ from salmon_relayauth import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_app" / "config" / "relay.toml"
+SAMPLE = ROOT / "tests" / "configs" / "exchange_example.toml"
 
 ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
 ALL_IPV4 = (4, 0, 2**32 - 1)
 
-# The TOML block of the issue, exactly as written there (the content of sample_app/config/relay.toml).
+# The TOML block of the issue, exactly as written there (tests/configs/exchange_example.toml).
 ISSUE_TOML = r'''
 [server]
 fqdn = "relay.contoso.com"

@@ -16,7 +16,7 @@ from salmon_relayauth.cli.explain import explain, render
 from salmon_relayauth.session import RelaySession
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_app" / "config" / "relay.toml"
+SAMPLE = ROOT / "tests" / "configs" / "exchange_example.toml"
 RELAY_RIGHT = "ms-Exch-SMTP-Accept-Any-Recipient"
 
 

@@ -19,6 +19,7 @@ name = "Default Frontend"
 bindings = ["127.0.0.1:{port}"]
 remote_ip_ranges = ["127.0.0.0/8"]
 permission_groups = ["AnonymousUsers"]
+tarpit_interval = "00:00:00"
 
 [[connectors]]
 name = "Anonymous Relay"

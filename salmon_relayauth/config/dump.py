@@ -40,7 +40,7 @@ def _value(field: str, value: Any) -> Any:
     if isinstance(value, frozenset):
         return sorted(member.value for member in value)
     if isinstance(value, tuple):
-        return [str(item) for item in value]
+        return [str(item) for item in value]  # bindings, ranges and user names render as written
     return value
 
 
@@ -84,8 +84,14 @@ def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
             "trusted_proxies": [str(r) for r in config.proxy.trusted_proxies],
             "timeout": format_timespan(config.proxy.timeout),
         }
-    if config.plugins.disabled:
-        data["plugins"] = {"disabled": list(config.plugins.disabled)}
+    if config.throttling.backend != "memory":
+        data["throttling"] = {
+            "backend": config.throttling.backend,
+            "redis_url": config.throttling.redis_url,
+            "key_prefix": config.throttling.key_prefix,
+        }
+    if config.plugins.disabled or config.plugins.options:
+        data["plugins"] = {"disabled": list(config.plugins.disabled), **{k: dict(v) for k, v in config.plugins.options.items()}}
     data["connectors"] = [connector_to_mapping(connector) for connector in config.connectors]
     if config.smarthost is not None:
         data["smarthost"] = {

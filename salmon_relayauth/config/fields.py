@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ..model.addresses import AddressError, Binding, RemoteIPRange, parse_binding, parse_remote_ip_range
 from ..model.enums import (
     AuthMechanism,
+    BackendFailure,
     MessageRateSource,
     PermissionGroup,
     ProtocolLoggingLevel,
@@ -162,4 +163,10 @@ CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
     "reject_single_label_recipient_domains": _boolean,
     "protocol_logging_level": _one(ProtocolLoggingLevel),
     "acknowledge_open_relay": _boolean,
+    "rate_limit_ipv4_prefix": _integer,
+    "rate_limit_ipv6_prefix": _integer,
+    "throttling_exemptions": _ranges,
+    "throttling_exempt_users": lambda value: parse_list(value, _text),
+    "throttling_shadow": _boolean,
+    "throttling_backend_failure": _one(BackendFailure),
 }

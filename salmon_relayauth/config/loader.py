@@ -27,6 +27,7 @@ from ..model.connector import (
     RelayConfig,
     ServerSettings,
     SmarthostSettings,
+    ThrottlingSettings,
     TlsSettings,
 )
 from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
@@ -48,7 +49,9 @@ TOP_LEVEL_KEYS = (
     "queue",
     "tls",
     "proxy_protocol",
+    "throttling",
 )
+THROTTLING_KEYS = ("backend", "redis_url", "key_prefix")
 TLS_KEYS = ("certificate", "key")
 PROXY_KEYS = ("trusted_proxies", "timeout")
 QUEUE_KEYS = ("directory", "retry_interval", "max_retry_interval", "message_expiration", "fsync")
@@ -156,6 +159,7 @@ class _Reader:
         queue = self.queue(self.table(data.get("queue", {}), "[queue]"))
         tls = self.tls(self.table(data.get("tls", {}), "[tls]"))
         proxy = self.proxy(self.table(data.get("proxy_protocol", {}), "[proxy_protocol]"))
+        throttling = self.throttling(self.table(data.get("throttling", {}), "[throttling]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
         if raw_connectors is None:
@@ -177,6 +181,7 @@ class _Reader:
             queue=queue,
             tls=tls,
             proxy=proxy,
+            throttling=throttling,
             source=self.source,
         )
         self.problems.extend(validate_config(config, skip_connector_rules=self.partly_read))
@@ -232,14 +237,26 @@ class _Reader:
         return SmarthostSettings(**values)
 
     def plugins(self, table: Mapping[str, Any]) -> PluginSettings:
-        self.unknown_keys(table, PLUGIN_KEYS, "[plugins]")
+        """``disabled`` names plugins to leave out; every other key is a table of one plugin's
+        own settings (``[plugins.domain_denylist]``), which that plugin validates."""
+        options: dict[str, Mapping[str, Any]] = {}
+        for key, value in table.items():
+            if key in PLUGIN_KEYS:
+                continue
+            if isinstance(value, Mapping):
+                options[str(key)] = value
+            else:
+                self.problem(
+                    "[plugins]", str(key),
+                    f"unknown key{_suggest(str(key), PLUGIN_KEYS)}; a plugin's settings go in a [plugins.{key}] table",
+                )
         raw = table.get("disabled", [])
         try:
             names = parse_list(raw, _name_string)
         except FieldError as error:
             self.field_problems("[plugins]", "disabled", error)
-            return PluginSettings()
-        return PluginSettings(disabled=names)
+            return PluginSettings(options=options)
+        return PluginSettings(disabled=names, options=options)
 
     def authentication(self, table: Mapping[str, Any]) -> AuthenticationSettings:
         self.unknown_keys(table, AUTHENTICATION_KEYS, "[authentication]")
@@ -283,6 +300,25 @@ class _Reader:
             except ValueError as error:
                 self.problem("[proxy_protocol]", "timeout", str(error))
         return ProxySettings(**values)
+
+    def throttling(self, table: Mapping[str, Any]) -> ThrottlingSettings:
+        self.unknown_keys(table, THROTTLING_KEYS, "[throttling]")
+        backend = table.get("backend", "memory")
+        if backend not in ("memory", "redis"):
+            self.problem("[throttling]", "backend", f"{backend!r} is not 'memory' or 'redis'")
+            return ThrottlingSettings()
+        url = table.get("redis_url")
+        if backend == "redis":
+            if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+                self.problem("[throttling]", "redis_url", f"{url!r} is not a redis:// URL (needed with backend = 'redis')")
+                return ThrottlingSettings()
+        elif url is not None:
+            self.problem("[throttling]", "redis_url", "is only used with backend = 'redis'")
+        prefix = table.get("key_prefix", "relayauth")
+        if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+            self.problem("[throttling]", "key_prefix", f"{prefix!r} is not a key prefix")
+            return ThrottlingSettings()
+        return ThrottlingSettings(backend=backend, redis_url=url, key_prefix=prefix)
 
     def queue(self, table: Mapping[str, Any]) -> QueueSettings:
         self.unknown_keys(table, QUEUE_KEYS, "[queue]")

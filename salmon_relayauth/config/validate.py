@@ -37,6 +37,8 @@ _INTEGER_RANGES = (
     ("max_inbound_connection_percentage_per_source", 1, 100),
     ("message_rate_limit", 1, _MAX_INT32),
     ("max_logon_failures", 0, 10),
+    ("rate_limit_ipv4_prefix", 8, 32),
+    ("rate_limit_ipv6_prefix", 16, 128),
 )
 _TIMEOUT_RANGE = (timedelta(seconds=1), timedelta(days=1))
 _TARPIT_RANGE = (timedelta(0), timedelta(minutes=10))

@@ -7,6 +7,7 @@ from .open_relay import OpenRelayCheck
 from .permissions import ConnectorGrants, SessionPrincipals
 from .relay import RecipientLimit, RelayCheck, SenderCheck
 from .selection import MostSpecificSelection
+from .throttling import ConnectionLimits, MessageRate
 from .users_file import UsersFile
 
 __all__ = ["DEFAULT_PLUGINS"]
@@ -26,5 +27,7 @@ DEFAULT_PLUGINS: dict[str, type] = {
         HeaderFirewall,
         OpenRelayCheck,
         UsersFile,
+        MessageRate,
+        ConnectionLimits,
     )
 }

@@ -63,7 +63,7 @@ class MessagePipeline:
             )
             try:
                 await self.queue.enqueue_async(envelope, content)
-            except OSError:
+            except (OSError, ValueError):
                 log.exception("session %s: cannot queue message %s", state.session_id, queue_id)
                 return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
             self.on_queued()

@@ -8,8 +8,14 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from ..engine.smtp_address import MailPath
 from ..model.addresses import AddressError, Binding, client_address
+from ..model.decision import Decision
+from ..model.session import SessionState
 from ..policy import RelayPolicy
+from ..throttling.gate import ThrottleGate
+from ..throttling.memory import MemoryThrottleStore
+from .guard import ConnectionTracker
 from .pipeline import MessagePipeline
 from .smtp import ConnectorSMTP
 
@@ -61,11 +67,38 @@ class RelayServer:
     pipeline: MessagePipeline
     loop: asyncio.AbstractEventLoop
     tls_context: ssl.SSLContext | None = None
+    throttle: ThrottleGate | None = None
     sessions_opened: int = 0
 
     def __post_init__(self) -> None:
         self._servers: list[asyncio.base_events.Server] = []
         self.connections: set[ConnectorSMTP] = set()
+        self.tracker = ConnectionTracker()
+        if self.throttle is None:
+            self.throttle = ThrottleGate(MemoryThrottleStore())
+
+    async def charge_rate_limits(self, session: SessionState, sender: MailPath) -> Decision | None:
+        """Charge one message to every rate limit of the session; the refusal when one is exceeded.
+        A limit in shadow mode only logs what it would have refused."""
+        limits = self.policy.rate_limits(session, sender)
+        if not limits:
+            return None
+        assert self.throttle is not None
+        verdict = await self.throttle.consume(limits, session.connector.throttling_backend_failure)
+        exceeded = verdict.exceeded
+        if exceeded is None:
+            return None
+        if exceeded.shadow:
+            log.info(
+                "session %s %s: shadow %s would have refused: %s (%s)",
+                session.session_id,
+                session.connection.remote_address,
+                exceeded.name,
+                exceeded.decision.render(),
+                exceeded.decision.reason,
+            )
+            return None
+        return exceeded.decision
 
     def is_trusted_proxy(self, address: str) -> bool:
         trusted = self.policy.config.proxy.trusted_proxies

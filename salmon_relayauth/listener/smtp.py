@@ -23,8 +23,10 @@ from ..model.connection import ConnectionInfo
 from ..model.decision import Decision
 from ..model.enums import AuthMechanism, Right, SizeMode
 from ..session import RelaySession
+from ..engine.limits import source_key
 from .arguments import ArgumentError, split_path_argument
 from .data import read_data
+from .guard import SessionGuard
 
 if TYPE_CHECKING:
     from .server import RelayServer
@@ -53,8 +55,12 @@ class ConnectorSMTP(SMTP):
         )
         self.server = server
         self.relay: RelaySession | None = None
+        self.guard: SessionGuard | None = None
         self._refusal: Decision | None = None
         self._tls_offered = False
+        self._tracked: tuple[str, str] | None = None
+        self._lifetime: asyncio.TimerHandle | None = None
+        self._closing = False
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -81,9 +87,19 @@ class ConnectorSMTP(SMTP):
             self._refusal = greeting
             log.info("refused %s: %s", connection.remote_address, greeting.reason)
             return greeting
-        self.server.sessions_opened += 1
         connector = self.relay.session.connector
+        source = source_key(connector, connection.remote_address)
+        refusal = policy.connection_limit(connector, connection, self.server.tracker.counts(connector.name, source))
+        if refusal is not None:
+            self._refusal = refusal
+            log.info("refused %s on connector %r: %s", connection.remote_address, connector.name, refusal.reason)
+            return refusal
+        self.server.tracker.opened(connector.name, source)
+        self._tracked = (connector.name, source)
+        self.server.sessions_opened += 1
+        self.guard = SessionGuard(connector)
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
+        self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
         self.hostname, _, self.__ident__ = greeting.text.partition(" ")
         self._tls_offered = AuthMechanism.TLS in connector.auth_mechanism and self.server.tls_context is not None
         self.tls_context = self.server.tls_context if self._tls_offered else None
@@ -91,7 +107,26 @@ class ConnectorSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._tracked is not None:
+            self.server.tracker.closed(*self._tracked)
+            self._tracked = None
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        """Idle for connection_inactivity_timeout: say so before closing (aiosmtpd closes silently)."""
+        self._close_with(b"451 4.7.0 Timeout waiting for client input\r\n")
+
+    def _lifetime_over(self) -> None:
+        """connection_timeout bounds a session's whole life, even while the client is sending."""
+        self._close_with(b"421 4.4.1 Connection timed out\r\n")
+
+    def _close_with(self, line: bytes) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(line)
+            transport.close()
 
     async def _handle_client(self) -> None:
         if self._refusal is not None:
@@ -131,6 +166,26 @@ class ConnectorSMTP(SMTP):
                 decision.reason,
             )
         await self.push(self._render(decision))
+
+    async def push(self, status: Any) -> None:
+        """Every reply passes here: error replies are tarpitted and counted against the limits."""
+        guard = self.guard
+        text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        code = int(text[:3]) if text[:3].isdigit() and text[3:4] != "-" else 0
+        if guard is None or code < 400 or self._closing:
+            await super().push(status)
+            return
+        delay = guard.tarpit(code, self._session.session.authenticated)
+        if delay:
+            await asyncio.sleep(delay)
+        await super().push(status)
+        closing = guard.record_reply(code)
+        if closing is not None:
+            self._closing = True
+            log.info("session %s %s: %s", self._session.session_id, self._session.connection.remote_address, closing.reason)
+            await super().push(self._render(closing))
+            if self.transport is not None:
+                self.transport.close()
 
     # -- greeting -------------------------------------------------------------------------------
 
@@ -200,7 +255,17 @@ class ConnectorSMTP(SMTP):
                 await self.reply(Decision(501, "5.5.4", "Invalid arguments", f"SIZE={size_text}", _SOURCE))
                 return
             size = int(size_text)
-        await self.reply(self._session.mail(argument.path, size))
+        relay = self._session
+        decision = relay.mail(argument.path, size)
+        if decision.accepted and relay.sender is not None:
+            refusal = await self.server.charge_rate_limits(relay.session, relay.sender)
+            if refusal is not None:
+                relay.reset()
+                await self.reply(refusal)
+                if refusal.code == 421 and self.transport is not None:
+                    self.transport.close()
+                return
+        await self.reply(decision)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         try:

@@ -7,14 +7,17 @@ applied by the configuration loader, which knows which fields the operator left 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from pathlib import Path
 
 from .addresses import Binding, RemoteIPRange
 from .enums import (
     AcceptedDomainType,
     AuthMechanism,
+    BackendFailure,
     MessageRateSource,
     PermissionGroup,
     ProtocolLoggingLevel,
@@ -35,6 +38,7 @@ __all__ = [
     "RelayConfig",
     "ServerSettings",
     "SmarthostSettings",
+    "ThrottlingSettings",
     "TlsSettings",
 ]
 
@@ -105,6 +109,13 @@ class Connector:
     protocol_logging_level: ProtocolLoggingLevel = ProtocolLoggingLevel.NONE
     # not Exchange: the operator's written consent to relay for public or very wide ranges
     acknowledge_open_relay: bool = False
+    # not Exchange: throttling refinements
+    rate_limit_ipv4_prefix: int = 32  # count a client's IPv4 /N as one source (24: its /24)
+    rate_limit_ipv6_prefix: int = 128  # likewise for IPv6 (64: one host cannot spread over its /64)
+    throttling_exemptions: tuple[RemoteIPRange, ...] = ()  # clients no limit applies to
+    throttling_exempt_users: tuple[str, ...] = ()  # authenticated users no limit applies to
+    throttling_shadow: bool = False  # limits only log what they would have refused
+    throttling_backend_failure: BackendFailure = BackendFailure.LOCAL_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,15 @@ class AuthenticationSettings:
     """Where the built-in credential check finds its users (a file of salted password hashes)."""
 
     users_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlingSettings:
+    """Where throttling state lives: this process (``memory``) or a Redis server shared by relay nodes."""
+
+    backend: str = "memory"
+    redis_url: str | None = None
+    key_prefix: str = "relayauth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +199,11 @@ class QueueSettings:
 
 @dataclass(frozen=True, slots=True)
 class PluginSettings:
-    """Which plugins to leave out: names of default plugins or of entry points."""
+    """Which plugins to leave out (names of default plugins or of entry points), and each plugin's
+    own settings by plugin name, as written in ``[plugins.<name>]`` (the plugin validates them)."""
 
     disabled: tuple[str, ...] = ()
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +219,7 @@ class RelayConfig:
     queue: QueueSettings = QueueSettings()
     tls: TlsSettings = TlsSettings()
     proxy: ProxySettings = ProxySettings()
+    throttling: ThrottlingSettings = ThrottlingSettings()
     source: str = "<python>"
 
     def connector(self, name: str) -> Connector:

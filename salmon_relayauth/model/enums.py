@@ -12,6 +12,7 @@ from typing import TypeVar
 __all__ = [
     "AcceptedDomainType",
     "AuthMechanism",
+    "BackendFailure",
     "MessageRateSource",
     "PermissionGroup",
     "Principal",
@@ -98,10 +99,25 @@ class TransportRole(Enum):
 
 
 class MessageRateSource(Enum):
+    """What "one source" of messages is for ``message_rate_limit``.
+
+    ``User`` is the authenticated user, or the envelope sender of an anonymous session (both readings
+    the cmdlet reference gives); ``All`` is IPAddress and User together. ``Sender`` (the envelope
+    sender, always) is not an Exchange value.
+    """
+
     NONE = "None"
     USER = "User"
     IP_ADDRESS = "IPAddress"
     ALL = "All"
+    SENDER = "Sender"
+
+
+class BackendFailure(Enum):
+    """What a connector does while the shared throttling store (Redis) cannot be reached."""
+
+    LOCAL_LIMITS = "LocalLimits"  # keep serving, counting in this process only (fail open to local limits)
+    REFUSE = "Refuse"  # refuse new messages with a temporary 451 (fail closed)
 
 
 class SizeMode(Enum):
