@@ -55,7 +55,7 @@ from .receiver import RelayReceiver
 from .routing import RelayContext, relay_guard
 from .session import MessageVerdict, RelaySession
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AddressSyntaxError", "AuthenticationSettings", "DeliveryWorker", "EffectiveRights", "Grant", "MailPath",

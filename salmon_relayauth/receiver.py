@@ -18,8 +18,11 @@ from pathlib import Path
 import pluggy
 from salmon.routing import Router
 
+from ._version import __version__
 from .listener.pipeline import MessagePipeline
 from .listener.server import RelayServer, distinct_bindings, make_tls_context, open_listening_sockets
+from .model.enums import ProtocolLoggingLevel
+from .oplog import DecisionLog, ProtocolLog
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
 from .queue.store import MessageQueue
@@ -60,7 +63,24 @@ class RelayReceiver:
         self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None
-        self.server = RelayServer(self.policy, self.pipeline, self.loop, context, throttle_gate(self.policy.config))
+        logs = self.policy.config.logging
+        self.server = RelayServer(
+            self.policy,
+            self.pipeline,
+            self.loop,
+            context,
+            throttle_gate(self.policy.config),
+            protocol_log=ProtocolLog(
+                logs.directory / "ProtocolLog" / "SmtpReceive",
+                max_file_size=logs.protocol_log_max_file_size,
+                max_directory_size=logs.protocol_log_max_directory_size,
+                max_age=logs.protocol_log_max_age,
+                version=__version__,
+            )
+            if any(c.protocol_logging_level is ProtocolLoggingLevel.VERBOSE for c in self.policy.config.connectors)
+            else None,
+            decision_log=DecisionLog(logs.directory / "decisions.jsonl") if logs.decision_log else None,
+        )
         self._thread: threading.Thread | None = None
         self._sockets: list[socket.socket] = []
 
@@ -107,6 +127,9 @@ class RelayReceiver:
         if self.delivery is not None:
             self.delivery.stop()
         self.queue.close()
+        for log_file in (self.server.protocol_log, self.server.decision_log):
+            if log_file is not None:
+                log_file.close()
         for sock in self._sockets:
             sock.close()
         log.info("relay stopped")

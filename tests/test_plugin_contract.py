@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from salmon_relayauth.engine.limits import ConnectionCounts
+from salmon_relayauth.engine.smtp_address import parse_path
+
 from salmon_relayauth import (
     ConnectionInfo,
     Decision,
@@ -369,6 +372,8 @@ def scenario_config(tmp_path_factory):
                     "permissions": [{"user": ANONYMOUS, "extended_rights": ["ms-Exch-SMTP-Accept-Any-Recipient"]}],
                     "max_recipients_per_message": 1,
                     "max_message_size": 65536,
+                    "message_rate_limit": 10,
+                    "max_inbound_connection": 3,
                 }
             ],
         }
@@ -389,6 +394,10 @@ def observe(cfg, manager) -> dict:
     seen["sender"] = session.mail("chris@contoso.com").render()
     seen["relay"] = session.rcpt("kate@fabrikam.com").render()
     seen["recipient_limit"] = session.rcpt("second@contoso.com").render()
+    sender = parse_path("<chris@contoso.com>", allow_null=True)
+    seen["message_rate"] = sorted(limit.key for limit in pol.rate_limits(session.session, sender))
+    full = pol.connection_limit(session.session.connector, session.connection, ConnectionCounts(3, 0))
+    seen["connection_limits"] = full.render() if full is not None else None
     seen["content"] = session.message(b"Subject: x\r\n\r\n" + b"x" * 70000).decision.render()
     small = session.message(b"Received: a\r\nX-MS-Exchange-Organization-SCL: 9\r\nSubject: x\r\n\r\nbody\r\n")
     seen["header_firewall"] = (small.decision.render(), sorted(small.removed_headers))
@@ -411,6 +420,8 @@ AFFECTS = {
     "relayauth.header_firewall": "header_firewall",
     "relayauth.open_relay": "open_relay",
     "relayauth.users_file": "users_file",
+    "relayauth.message_rate": "message_rate",
+    "relayauth.connection_limits": "connection_limits",
 }
 
 

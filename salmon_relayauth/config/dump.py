@@ -84,6 +84,13 @@ def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
             "trusted_proxies": [str(r) for r in config.proxy.trusted_proxies],
             "timeout": format_timespan(config.proxy.timeout),
         }
+    data["logging"] = {
+        "directory": str(config.logging.directory),
+        "decision_log": config.logging.decision_log,
+        "protocol_log_max_file_size": format_byte_size(config.logging.protocol_log_max_file_size),
+        "protocol_log_max_directory_size": format_byte_size(config.logging.protocol_log_max_directory_size),
+        "protocol_log_max_age": format_timespan(config.logging.protocol_log_max_age),
+    }
     if config.throttling.backend != "memory":
         data["throttling"] = {
             "backend": config.throttling.backend,

@@ -19,6 +19,7 @@ from ..model.addresses import AddressError
 from ..model.connector import (
     AcceptedDomain,
     AuthenticationSettings,
+    LoggingSettings,
     Connector,
     PermissionEntry,
     PluginSettings,
@@ -31,7 +32,7 @@ from ..model.connector import (
     TlsSettings,
 )
 from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
-from ..model.units import parse_timespan
+from ..model.units import parse_byte_size, parse_timespan
 from .fields import CONNECTOR_FIELDS, FieldError, parse_list
 from .problems import ConfigError, ConfigProblem, Severity
 from .usage_defaults import USAGE_DEFAULTS
@@ -50,6 +51,14 @@ TOP_LEVEL_KEYS = (
     "tls",
     "proxy_protocol",
     "throttling",
+    "logging",
+)
+LOGGING_KEYS = (
+    "directory",
+    "decision_log",
+    "protocol_log_max_file_size",
+    "protocol_log_max_directory_size",
+    "protocol_log_max_age",
 )
 THROTTLING_KEYS = ("backend", "redis_url", "key_prefix")
 TLS_KEYS = ("certificate", "key")
@@ -160,6 +169,7 @@ class _Reader:
         tls = self.tls(self.table(data.get("tls", {}), "[tls]"))
         proxy = self.proxy(self.table(data.get("proxy_protocol", {}), "[proxy_protocol]"))
         throttling = self.throttling(self.table(data.get("throttling", {}), "[throttling]"))
+        logging_settings = self.logging(self.table(data.get("logging", {}), "[logging]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
         if raw_connectors is None:
@@ -182,6 +192,7 @@ class _Reader:
             tls=tls,
             proxy=proxy,
             throttling=throttling,
+            logging=logging_settings,
             source=self.source,
         )
         self.problems.extend(validate_config(config, skip_connector_rules=self.partly_read))
@@ -300,6 +311,33 @@ class _Reader:
             except ValueError as error:
                 self.problem("[proxy_protocol]", "timeout", str(error))
         return ProxySettings(**values)
+
+    def logging(self, table: Mapping[str, Any]) -> LoggingSettings:
+        self.unknown_keys(table, LOGGING_KEYS, "[logging]")
+        values: dict[str, Any] = {"directory": self.base_dir / LoggingSettings().directory}
+        if "directory" in table:
+            raw = table["directory"]
+            if isinstance(raw, str) and raw.strip():
+                values["directory"] = self.base_dir / raw
+            else:
+                self.problem("[logging]", "directory", f"{raw!r} is not a directory path")
+        if "decision_log" in table:
+            if isinstance(table["decision_log"], bool):
+                values["decision_log"] = table["decision_log"]
+            else:
+                self.problem("[logging]", "decision_log", f"{table['decision_log']!r} is not true or false")
+        for key in ("protocol_log_max_file_size", "protocol_log_max_directory_size"):
+            if key in table:
+                try:
+                    values[key] = parse_byte_size(table[key])
+                except ValueError as error:
+                    self.problem("[logging]", key, str(error))
+        if "protocol_log_max_age" in table:
+            try:
+                values["protocol_log_max_age"] = parse_timespan(table["protocol_log_max_age"])
+            except ValueError as error:
+                self.problem("[logging]", "protocol_log_max_age", str(error))
+        return LoggingSettings(**values)
 
     def throttling(self, table: Mapping[str, Any]) -> ThrottlingSettings:
         self.unknown_keys(table, THROTTLING_KEYS, "[throttling]")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ..engine.smtp_address import MailPath
 from ..model.addresses import AddressError, Binding, client_address
-from ..model.decision import Decision
+from ..model.limits import RateLimit
+from ..oplog import DecisionLog, ProtocolLog
 from ..model.session import SessionState
 from ..policy import RelayPolicy
 from ..throttling.gate import ThrottleGate
@@ -68,6 +69,8 @@ class RelayServer:
     loop: asyncio.AbstractEventLoop
     tls_context: ssl.SSLContext | None = None
     throttle: ThrottleGate | None = None
+    protocol_log: ProtocolLog | None = None
+    decision_log: DecisionLog | None = None
     sessions_opened: int = 0
 
     def __post_init__(self) -> None:
@@ -77,9 +80,9 @@ class RelayServer:
         if self.throttle is None:
             self.throttle = ThrottleGate(MemoryThrottleStore())
 
-    async def charge_rate_limits(self, session: SessionState, sender: MailPath) -> Decision | None:
-        """Charge one message to every rate limit of the session; the refusal when one is exceeded.
-        A limit in shadow mode only logs what it would have refused."""
+    async def charge_rate_limits(self, session: SessionState, sender: MailPath) -> RateLimit | None:
+        """Charge one message to every rate limit of the session; the limit that was exceeded, if
+        any (a limit in shadow mode is returned too, for logging, but let through)."""
         limits = self.policy.rate_limits(session, sender)
         if not limits:
             return None
@@ -97,8 +100,7 @@ class RelayServer:
                 exceeded.decision.render(),
                 exceeded.decision.reason,
             )
-            return None
-        return exceeded.decision
+        return exceeded
 
     def is_trusted_proxy(self, address: str) -> bool:
         trusted = self.policy.config.proxy.trusted_proxies

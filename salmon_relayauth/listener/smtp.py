@@ -27,6 +27,7 @@ from ..engine.limits import source_key
 from .arguments import ArgumentError, split_path_argument
 from .data import read_data
 from .guard import SessionGuard
+from .session_log import SessionLogs
 
 if TYPE_CHECKING:
     from .server import RelayServer
@@ -61,6 +62,20 @@ class ConnectorSMTP(SMTP):
         self._tracked: tuple[str, str] | None = None
         self._lifetime: asyncio.TimerHandle | None = None
         self._closing = False
+        self._closed_locally = False
+        self.logs: SessionLogs | None = None
+        self._command = ""  # the command being answered, for the decision log
+        self._smtp_methods = {name: self._logged(name, method) for name, method in self._smtp_methods.items()}
+
+    def _logged(self, name: str, method: Any) -> Any:
+        async def run(arg: str | None) -> None:
+            shown = name if name != "AUTH" else f"AUTH {(arg or '').split(' ')[0]}"  # never the credentials
+            self._command = f"{shown} {arg}".rstrip() if name != "AUTH" and arg else shown
+            if self.logs is not None:
+                self.logs.received(self._command)
+            await method(arg)
+
+        return run
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -78,13 +93,15 @@ class ConnectorSMTP(SMTP):
             return
         self.open_session(ConnectionInfo(_plain(local[0]), local[1], _plain(peer[0]), peer[1]))
 
-    def open_session(self, connection: ConnectionInfo) -> Decision:
+    def open_session(self, connection: ConnectionInfo, proxied_by: str | None = None) -> Decision:
         """Select the connector and prepare the banner (or the refusal) for this connection."""
         policy = self.server.policy
         self.relay = RelaySession(policy, connection)
         greeting = self.relay.open()
+        self.logs = SessionLogs(self.relay, self.server.protocol_log, self.server.decision_log, proxied_by)
         if self.relay.state is None:
             self._refusal = greeting
+            self.logs.decision(greeting, "(connect)")
             log.info("refused %s: %s", connection.remote_address, greeting.reason)
             return greeting
         connector = self.relay.session.connector
@@ -92,6 +109,7 @@ class ConnectorSMTP(SMTP):
         refusal = policy.connection_limit(connector, connection, self.server.tracker.counts(connector.name, source))
         if refusal is not None:
             self._refusal = refusal
+            self.logs.decision(refusal, "(connect)")
             log.info("refused %s on connector %r: %s", connection.remote_address, connector.name, refusal.reason)
             return refusal
         self.server.tracker.opened(connector.name, source)
@@ -100,6 +118,7 @@ class ConnectorSMTP(SMTP):
         self.guard = SessionGuard(connector)
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
         self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
+        self.logs.connected()
         self.hostname, _, self.__ident__ = greeting.text.partition(" ")
         self._tls_offered = AuthMechanism.TLS in connector.auth_mechanism and self.server.tls_context is not None
         self.tls_context = self.server.tls_context if self._tls_offered else None
@@ -112,6 +131,8 @@ class ConnectorSMTP(SMTP):
             self._tracked = None
         if self._lifetime is not None:
             self._lifetime.cancel()
+        if self.logs is not None:
+            self.logs.disconnected(by_client=not self._closed_locally)
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
@@ -125,6 +146,9 @@ class ConnectorSMTP(SMTP):
     def _close_with(self, line: bytes) -> None:
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            if self.logs is not None:
+                self.logs.sent(line.decode("ascii").rstrip("\r\n"))
+            self._closed_locally = True
             transport.write(line)
             transport.close()
 
@@ -155,7 +179,9 @@ class ConnectorSMTP(SMTP):
     def _render(self, decision: Decision) -> str:
         return decision.render(self._session.session.connector.enhanced_status_codes_enabled)
 
-    async def reply(self, decision: Decision) -> None:
+    async def reply(self, decision: Decision, **extra: Any) -> None:
+        if self.logs is not None:
+            self.logs.decision(decision, self._command, **extra)
         if decision.code >= 400:
             log.info(
                 "session %s %s: %s (%s: %s)",
@@ -171,6 +197,8 @@ class ConnectorSMTP(SMTP):
         """Every reply passes here: error replies are tarpitted and counted against the limits."""
         guard = self.guard
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        if self.logs is not None:
+            self.logs.sent(text)
         code = int(text[:3]) if text[:3].isdigit() and text[3:4] != "-" else 0
         if guard is None or code < 400 or self._closing:
             await super().push(status)
@@ -183,8 +211,11 @@ class ConnectorSMTP(SMTP):
         if closing is not None:
             self._closing = True
             log.info("session %s %s: %s", self._session.session_id, self._session.connection.remote_address, closing.reason)
+            if self.logs is not None:
+                self.logs.sent(self._render(closing))
             await super().push(self._render(closing))
             if self.transport is not None:
+                self._closed_locally = True
                 self.transport.close()
 
     # -- greeting -------------------------------------------------------------------------------
@@ -258,13 +289,19 @@ class ConnectorSMTP(SMTP):
         relay = self._session
         decision = relay.mail(argument.path, size)
         if decision.accepted and relay.sender is not None:
-            refusal = await self.server.charge_rate_limits(relay.session, relay.sender)
-            if refusal is not None:
-                relay.reset()
-                await self.reply(refusal)
-                if refusal.code == 421 and self.transport is not None:
-                    self.transport.close()
-                return
+            exceeded = await self.server.charge_rate_limits(relay.session, relay.sender)
+            if exceeded is not None:
+                limit = {"name": exceeded.name, "key": exceeded.key, "per_minute": exceeded.per_minute}
+                if exceeded.shadow:
+                    if self.logs is not None:
+                        self.logs.decision(exceeded.decision, self._command, limit=limit, shadow=True)
+                else:
+                    relay.reset()
+                    await self.reply(exceeded.decision, limit=limit)
+                    if exceeded.decision.code == 421 and self.transport is not None:
+                        self._closed_locally = True
+                        self.transport.close()
+                    return
         await self.reply(decision)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -300,6 +337,7 @@ class ConnectorSMTP(SMTP):
     async def smtp_QUIT(self, arg: str | None) -> None:
         await self.push(self._render(reply("quit")))
         if self.transport is not None:
+            self._closed_locally = True
             self.transport.close()
 
     async def smtp_PROXY(self, arg: str | None) -> None:
@@ -357,7 +395,10 @@ class ConnectorSMTP(SMTP):
         except _AuthAbort as abort:
             await self.reply(abort.decision)
             return
-        await self.reply(relay.authenticate(*credentials))
+        outcome = relay.authenticate(*credentials)
+        await self.reply(outcome)
+        if outcome.code == 235 and self.logs is not None:
+            self.logs.permissions()
 
     async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str]:
         if mechanism == "PLAIN":
@@ -376,6 +417,8 @@ class ConnectorSMTP(SMTP):
         await self.push(f"334 {prompt}".rstrip() if prompt else "334 ")
         line = await self._reader.readline()
         text = line.rstrip(b"\r\n").decode("ascii", "replace")
+        if self.logs is not None:
+            self.logs.received("****")  # an AUTH response: never written
         if text == "*":
             raise _AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
         return text
@@ -415,7 +458,7 @@ class _Handler:
         assert server.transport is not None
         local = server.transport.get_extra_info("sockname")
         connection = ConnectionInfo(_plain(local[0]), local[1], _plain(str(proxy_data.src_addr)), proxy_data.src_port or 0)
-        greeting = server.open_session(connection)
+        greeting = server.open_session(connection, proxied_by=f"{session.peer[0]}:{session.peer[1]}")
         if server.relay is None or server.relay.state is None:
             await server.push(greeting.render())
             return False
@@ -424,6 +467,9 @@ class _Handler:
     def handle_STARTTLS(self, server: ConnectorSMTP, session: Any, envelope: Any) -> bool:
         if server.relay is not None and server.relay.state is not None:
             server.relay.tls_started()
+            if server.logs is not None:
+                server.logs.info("", "TLS negotiation succeeded")
+                server.logs.permissions()
         return True
 
     async def handle_exception(self, error: Exception) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "AuthenticationSettings",
     "Connector",
     "PermissionEntry",
+    "LoggingSettings",
     "PluginSettings",
     "ProxySettings",
     "QueueSettings",
@@ -153,6 +154,22 @@ class AuthenticationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Where the operators' logs go.
+
+    :param directory: protocol logs go in ``<directory>/ProtocolLog/SmtpReceive`` (for connectors
+        with ``protocol_logging_level = "Verbose"``), the decision log in ``<directory>/decisions.jsonl``.
+    :param decision_log: write the JSON decision log.
+    """
+
+    directory: Path = Path("logs")
+    decision_log: bool = True
+    protocol_log_max_file_size: int = 10 << 20
+    protocol_log_max_directory_size: int = 250 << 20
+    protocol_log_max_age: timedelta = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
 class ThrottlingSettings:
     """Where throttling state lives: this process (``memory``) or a Redis server shared by relay nodes."""
 
@@ -220,6 +237,7 @@ class RelayConfig:
     tls: TlsSettings = TlsSettings()
     proxy: ProxySettings = ProxySettings()
     throttling: ThrottlingSettings = ThrottlingSettings()
+    logging: LoggingSettings = LoggingSettings()
     source: str = "<python>"
 
     def connector(self, name: str) -> Connector:

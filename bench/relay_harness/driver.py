@@ -1,0 +1,207 @@
+"""Driving a target: ``smtp-sink`` as the smarthost and delivery counter, ``smtp-source`` as the
+client, and one measured run (accepted/s, delivered/s, CPU seconds per 1,000 messages, peak RSS)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import TreeMeter, free_port, which
+from .targets import HELO, RECIPIENT, SENDER, Target
+
+_SINK_COUNT = re.compile(rb"mesg=(\d+)")
+
+
+class Counter:
+    """Follows a program's running counter on its stdout (``\\r``-separated updates), keeping the
+    latest value and when it last changed."""
+
+    def __init__(self, stream, pattern: re.Pattern[bytes] | None) -> None:
+        self.stream, self.pattern = stream, pattern
+        self.value = 0
+        self.changed_at = time.perf_counter()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, name="counter", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        fd = self.stream.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *records, pending = re.split(rb"[\r\n]", pending)
+            value = None
+            for record in records:
+                if self.pattern is None:
+                    if record.strip().isdigit():
+                        value = int(record)
+                else:
+                    match = self.pattern.search(record)
+                    if match:
+                        value = int(match.group(1))
+            if value is not None and value != self.value:
+                with self.lock:
+                    self.value, self.changed_at = value, time.perf_counter()
+
+
+class Sink:
+    """``smtp-sink`` on a free loopback port: the smarthost, counting the messages it receives."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        command = [which("smtp-sink") or "smtp-sink", "-c"]
+        if os.geteuid() == 0:
+            command += ["-u", "nobody"]  # required when started as root
+        command += [f"127.0.0.1:{self.port}", "1024"]
+        self.errors = open(workdir / "sink.err", "wb")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors)
+        self.counter = Counter(self.process.stdout, _SINK_COUNT)
+
+    @property
+    def count(self) -> int:
+        return self.counter.value
+
+    def wait(self, expected: int, stall: float, limit: float) -> None:
+        """Until ``expected`` messages arrived, nothing arrived for ``stall`` s, or ``limit`` s passed."""
+        deadline = time.perf_counter() + limit
+        while self.counter.value < expected and time.perf_counter() < deadline:
+            if time.perf_counter() - self.counter.changed_at > stall:
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        self.errors.close()
+
+
+@dataclass
+class SourceResult:
+    accepted: int
+    elapsed: float
+    returncode: int
+    capped: bool
+    error: str
+
+
+def run_source(port: int, sessions: int, messages: int, recipients: int, reuse: bool, message_file: Path,
+               cap: float, workdir: Path) -> SourceResult:
+    """``smtp-source`` against 127.0.0.1:port; stopped after ``cap`` seconds (then the accepted count
+    is its running counter: DATA transactions completed)."""
+    command = [which("smtp-source") or "smtp-source", "-c", "-s", str(sessions), "-m", str(messages),
+               "-r", str(recipients), "-N", "-M", HELO, "-f", SENDER, "-t", RECIPIENT, "-F", str(message_file)]
+    if reuse:
+        command.append("-d")
+    command.append(f"127.0.0.1:{port}")
+    with open(workdir / "source.err", "wb") as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        counter = Counter(process.stdout, None)
+        capped = False
+        try:
+            process.wait(cap)
+        except subprocess.TimeoutExpired:
+            capped = True
+            process.terminate()
+            process.wait()
+        elapsed = time.perf_counter() - start
+        counter.thread.join(2)
+    error = (workdir / "source.err").read_text(errors="replace").strip().splitlines()
+    fatal = [line for line in error if "fatal" in line or "error" in line]
+    accepted = messages if process.returncode == 0 and not capped else counter.value
+    return SourceResult(accepted, elapsed, process.returncode, capped, (fatal or error or [""])[-1])
+
+
+@dataclass
+class Cell:
+    sessions: int
+    recipients: int
+    reuse: bool
+
+    @property
+    def label(self) -> str:
+        return f"{'connection reuse' if self.reuse else 'new connection per message'}"
+
+
+@dataclass
+class Result:
+    target: str
+    cell: Cell
+    messages: int
+    accepted: int = 0
+    accept_s: float = 0.0  # smtp-source wall time
+    delivered: int | None = None  # messages at the sink (None: the target does not deliver)
+    deliver_s: float = 0.0  # from the start of the run to the last message at the sink
+    cpu_s: float = 0.0
+    peak_rss: int = 0
+    processes: int = 0
+    stored: int | None = None
+    capped: bool = False
+    skipped: str = ""  # why there is no figure
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accepted_rate(self) -> float | None:
+        return self.accepted / self.accept_s if self.accepted and self.accept_s > 0 else None
+
+    @property
+    def delivered_rate(self) -> float | None:
+        return self.delivered / self.deliver_s if self.delivered and self.deliver_s > 0 else None
+
+    @property
+    def cpu_per_1k(self) -> float | None:
+        return self.cpu_s * 1000 / self.accepted if self.accepted else None
+
+    @property
+    def rss_mb(self) -> float | None:
+        return self.peak_rss / 2**20 if self.peak_rss else None
+
+
+def measure(target: Target, cell: Cell, messages: int, message_file: Path, workdir: Path, cap: float,
+            stall: float, delivery_limit: float) -> Result:
+    """One run: fresh sink and target, smtp-source, wait for the sink, stop everything."""
+    result = Result(target.name, cell, messages)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sink = Sink(workdir)
+    try:
+        port = free_port()
+        try:
+            pid = target.start(workdir, port, sink.port)
+        except Exception as error:  # a target that cannot start is reported, not fatal
+            result.skipped = f"did not start: {error}"
+            return result
+        try:
+            time.sleep(0.2)  # let start-up work (imports, first queue scan) settle before measuring
+            meter = TreeMeter(pid)
+            meter.start()
+            t0 = time.perf_counter()
+            source = run_source(port, cell.sessions, messages, cell.recipients, cell.reuse, message_file, cap, workdir)
+            result.accepted, result.accept_s, result.capped = source.accepted, source.elapsed, source.capped
+            if source.returncode != 0 and not source.capped:
+                result.notes.append(f"smtp-source exit {source.returncode}: {source.error}")
+            if source.capped:
+                result.notes.append(f"stopped after {cap:.0f} s ({source.accepted} of {messages} accepted)")
+            if target.delivers:
+                sink.wait(result.accepted, stall, delivery_limit)
+                result.delivered = sink.count
+                result.deliver_s = sink.counter.changed_at - t0
+                if result.delivered < result.accepted:
+                    result.notes.append(f"{result.delivered} of {result.accepted} delivered when the wait ended")
+            usage = meter.stop()
+            result.cpu_s, result.peak_rss, result.processes = usage.cpu_seconds, usage.peak_rss, usage.processes
+            result.stored = target.stored()
+            if not target.delivers and result.stored is not None and result.stored != result.accepted:
+                result.notes.append(f"{result.stored} messages stored for {result.accepted} acknowledged")
+        finally:
+            target.stop()
+    finally:
+        sink.stop()
+    return result

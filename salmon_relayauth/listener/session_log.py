@@ -1,0 +1,84 @@
+"""What one SMTP session writes to the protocol log and the decision log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model.decision import Decision
+from ..model.enums import ProtocolLoggingLevel
+from ..oplog import DecisionLog, ProtocolLog, permission_flags
+from ..session import RelaySession
+
+__all__ = ["SessionLogs"]
+
+
+class SessionLogs:
+    """The logs of one session: protocol log lines (when its connector logs verbosely) with their
+    sequence numbers, and decision log lines."""
+
+    def __init__(
+        self,
+        relay: RelaySession,
+        protocol_log: ProtocolLog | None,
+        decision_log: DecisionLog | None,
+        proxied_by: str | None,
+    ) -> None:
+        self.relay = relay
+        connection = relay.connection
+        self.local = f"{connection.local_address}:{connection.local_port}"
+        self.remote = f"{connection.remote_address}:{connection.remote_port}"
+        self.proxied_by = proxied_by
+        self.decision_log = decision_log
+        self.protocol_log = protocol_log
+        self.connector_id = ""
+        self.sequence = 0
+        if relay.state is not None:
+            connector = relay.state.connector
+            self.connector_id = f"{relay.fqdn}\\{connector.name}"
+            if connector.protocol_logging_level is not ProtocolLoggingLevel.VERBOSE:
+                self.protocol_log = None
+
+    def _event(self, event: str, data: str = "", context: str = "") -> None:
+        if self.protocol_log is None:
+            return
+        self.protocol_log.event(
+            self.connector_id, self.relay.session_id, self.sequence, self.local, self.remote, event, data, context
+        )
+        self.sequence += 1
+
+    def connected(self) -> None:
+        self._event("+")
+        self.permissions()
+
+    def permissions(self) -> None:
+        if self.relay.state is not None:
+            self._event("*", permission_flags(self.relay.state.rights.granted), "Set Session Permissions")
+
+    def sent(self, line: str) -> None:
+        self._event(">", line)
+
+    def received(self, line: str) -> None:
+        self._event("<", line)
+
+    def info(self, data: str, context: str = "") -> None:
+        self._event("*", data, context)
+
+    def disconnected(self, by_client: bool) -> None:
+        self._event("-", "", "Remote" if by_client else "Local")
+
+    def decision(self, decision: Decision, command: str, **extra: Any) -> None:
+        if self.decision_log is None:
+            return
+        state = self.relay.state
+        context: dict[str, Any] = {
+            "session_id": self.relay.session_id,
+            "client": self.remote,
+        }
+        if self.proxied_by is not None:
+            context["proxied_by"] = self.proxied_by
+        context["connector"] = state.connector.name if state is not None else None
+        context["principals"] = sorted(state.principals) if state is not None else []
+        if state is not None and state.user is not None:
+            context["user"] = state.user
+        context.update(extra)
+        self.decision_log.record(decision, command=command, **context)
