@@ -21,7 +21,9 @@ from salmon.routing import Router
 from ._version import __version__
 from .listener.pipeline import MessagePipeline
 from .listener.server import RelayServer, distinct_bindings, make_tls_context, open_listening_sockets
+from .metrics import MetricsRegistry, MetricsServer, QueueStats, RelayMetrics
 from .model.enums import ProtocolLoggingLevel
+from .queue.delivery import DeliveryStats
 from .oplog import DecisionLog, ProtocolLog
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
@@ -53,9 +55,19 @@ class RelayReceiver:
         self.policy: RelayPolicy = load_policy(config, plugin_manager)
         settings = self.policy.config.queue
         self.queue = MessageQueue(Path(queue_dir) if queue_dir is not None else settings.directory, fsync=settings.fsync)
+        self.metrics = RelayMetrics(MetricsRegistry())
+        self.metrics.watch_queue(self._queue_stats)
         smarthost = self.policy.config.smarthost
         self.delivery = (
-            DeliveryWorker(self.queue, smarthost, settings, self.policy.config.server.fqdn) if smarthost is not None else None
+            DeliveryWorker(
+                self.queue, smarthost, settings, self.policy.config.server.fqdn, on_run=self._count_deliveries
+            )
+            if smarthost is not None
+            else None
+        )
+        endpoint = self.policy.config.metrics
+        self.metrics_server = (
+            MetricsServer(self.metrics.registry, endpoint.host, endpoint.port) if endpoint.host is not None else None
         )
         self.shutdown_grace = shutdown_grace
         self.loop = asyncio.new_event_loop()
@@ -80,9 +92,24 @@ class RelayReceiver:
             if any(c.protocol_logging_level is ProtocolLoggingLevel.VERBOSE for c in self.policy.config.connectors)
             else None,
             decision_log=DecisionLog(logs.directory / "decisions.jsonl") if logs.decision_log else None,
+            metrics=self.metrics,
         )
         self._thread: threading.Thread | None = None
         self._sockets: list[socket.socket] = []
+
+    def _queue_stats(self) -> QueueStats:
+        envelopes = self.queue.list()
+        return QueueStats(len(envelopes), min((e.received_at for e in envelopes), default=None))
+
+    def _count_deliveries(self, stats: DeliveryStats) -> None:
+        for outcome, count in (
+            ("delivered", stats.delivered),
+            ("deferred", stats.deferred),
+            ("failed", stats.failed),
+            ("dsn", stats.notifications),
+        ):
+            if count:
+                self.metrics.delivery(outcome, count)  # type: ignore[arg-type]
 
     def _wake_delivery(self) -> None:
         if self.delivery is not None:
@@ -103,6 +130,8 @@ class RelayReceiver:
         def serve() -> None:
             asyncio.set_event_loop(self.loop)
             self.loop.run_until_complete(self.server.start(self._sockets))
+            if self.metrics_server is not None:
+                self.loop.run_until_complete(self.metrics_server.start())
             started.set()
             self.loop.run_forever()
 
@@ -120,6 +149,8 @@ class RelayReceiver:
             return
         future = asyncio.run_coroutine_threadsafe(self.server.stop(self.shutdown_grace), self.loop)
         future.result()
+        if self.metrics_server is not None:
+            asyncio.run_coroutine_threadsafe(self.metrics_server.stop(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self._thread = None

@@ -142,6 +142,7 @@ class Result:
     deliver_s: float = 0.0  # from the start of the run to the last message at the sink
     cpu_s: float = 0.0
     peak_rss: int = 0
+    peak_pss: int = 0
     processes: int = 0
     stored: int | None = None
     capped: bool = False
@@ -163,6 +164,10 @@ class Result:
     @property
     def rss_mb(self) -> float | None:
         return self.peak_rss / 2**20 if self.peak_rss else None
+
+    @property
+    def pss_mb(self) -> float | None:
+        return self.peak_pss / 2**20 if self.peak_pss else None
 
 
 def measure(target: Target, cell: Cell, messages: int, message_file: Path, workdir: Path, cap: float,
@@ -197,6 +202,7 @@ def measure(target: Target, cell: Cell, messages: int, message_file: Path, workd
                     result.notes.append(f"{result.delivered} of {result.accepted} delivered when the wait ended")
             usage = meter.stop()
             result.cpu_s, result.peak_rss, result.processes = usage.cpu_seconds, usage.peak_rss, usage.processes
+            result.peak_pss = usage.peak_pss
             result.stored = target.stored()
             if not target.delivers and result.stored is not None and result.stored != result.accepted:
                 result.notes.append(f"{result.stored} messages stored for {result.accepted} acknowledged")

@@ -91,6 +91,9 @@ def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
         "protocol_log_max_directory_size": format_byte_size(config.logging.protocol_log_max_directory_size),
         "protocol_log_max_age": format_timespan(config.logging.protocol_log_max_age),
     }
+    if config.metrics.host is not None:
+        host = config.metrics.host
+        data["metrics"] = {"listen": f"[{host}]:{config.metrics.port}" if ":" in host else f"{host}:{config.metrics.port}"}
     if config.throttling.backend != "memory":
         data["throttling"] = {
             "backend": config.throttling.backend,

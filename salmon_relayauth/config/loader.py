@@ -8,6 +8,7 @@ a weaker default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..model.addresses import AddressError
+from ..model.addresses import AddressError, parse_binding
 from ..model.connector import (
     AcceptedDomain,
     AuthenticationSettings,
     LoggingSettings,
+    MetricsSettings,
     Connector,
     PermissionEntry,
     PluginSettings,
@@ -52,7 +54,9 @@ TOP_LEVEL_KEYS = (
     "proxy_protocol",
     "throttling",
     "logging",
+    "metrics",
 )
+METRICS_KEYS = ("listen",)
 LOGGING_KEYS = (
     "directory",
     "decision_log",
@@ -170,6 +174,7 @@ class _Reader:
         proxy = self.proxy(self.table(data.get("proxy_protocol", {}), "[proxy_protocol]"))
         throttling = self.throttling(self.table(data.get("throttling", {}), "[throttling]"))
         logging_settings = self.logging(self.table(data.get("logging", {}), "[logging]"))
+        metrics = self.metrics(self.table(data.get("metrics", {}), "[metrics]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
         if raw_connectors is None:
@@ -193,6 +198,7 @@ class _Reader:
             proxy=proxy,
             throttling=throttling,
             logging=logging_settings,
+            metrics=metrics,
             source=self.source,
         )
         self.problems.extend(validate_config(config, skip_connector_rules=self.partly_read))
@@ -311,6 +317,22 @@ class _Reader:
             except ValueError as error:
                 self.problem("[proxy_protocol]", "timeout", str(error))
         return ProxySettings(**values)
+
+    def metrics(self, table: Mapping[str, Any]) -> MetricsSettings:
+        """``listen = "127.0.0.1:9325"`` turns the endpoint on; only loopback addresses are allowed."""
+        self.unknown_keys(table, METRICS_KEYS, "[metrics]")
+        if "listen" not in table:
+            return MetricsSettings()
+        raw = table["listen"]
+        try:
+            binding = parse_binding(raw)
+        except AddressError as error:
+            self.problem("[metrics]", "listen", str(error))
+            return MetricsSettings()
+        if binding.address is None or not ipaddress.ip_address(binding.host).is_loopback:
+            self.problem("[metrics]", "listen", f"{raw!r} is not a loopback address: metrics are for the local agent only")
+            return MetricsSettings()
+        return MetricsSettings(binding.host, binding.port)
 
     def logging(self, table: Mapping[str, Any]) -> LoggingSettings:
         self.unknown_keys(table, LOGGING_KEYS, "[logging]")

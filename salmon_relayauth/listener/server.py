@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..engine.smtp_address import MailPath
 from ..model.addresses import AddressError, Binding, client_address
 from ..model.limits import RateLimit
+from ..metrics import RelayMetrics
 from ..oplog import DecisionLog, ProtocolLog
 from ..model.session import SessionState
 from ..policy import RelayPolicy
@@ -71,6 +72,7 @@ class RelayServer:
     throttle: ThrottleGate | None = None
     protocol_log: ProtocolLog | None = None
     decision_log: DecisionLog | None = None
+    metrics: RelayMetrics | None = None
     sessions_opened: int = 0
 
     def __post_init__(self) -> None:

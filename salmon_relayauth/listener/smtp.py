@@ -27,6 +27,7 @@ from ..engine.limits import source_key
 from .arguments import ArgumentError, split_path_argument
 from .data import read_data
 from .guard import SessionGuard
+from ..metrics import DecisionOutcome
 from .session_log import SessionLogs
 
 if TYPE_CHECKING:
@@ -99,9 +100,12 @@ class ConnectorSMTP(SMTP):
         self.relay = RelaySession(policy, connection)
         greeting = self.relay.open()
         self.logs = SessionLogs(self.relay, self.server.protocol_log, self.server.decision_log, proxied_by)
+        metrics = self.server.metrics
         if self.relay.state is None:
             self._refusal = greeting
             self.logs.decision(greeting, "(connect)")
+            if metrics is not None:
+                metrics.session_refused("no_connector")
             log.info("refused %s: %s", connection.remote_address, greeting.reason)
             return greeting
         connector = self.relay.session.connector
@@ -110,11 +114,16 @@ class ConnectorSMTP(SMTP):
         if refusal is not None:
             self._refusal = refusal
             self.logs.decision(refusal, "(connect)")
+            if metrics is not None:
+                metrics.session_refused("connection_limit")
+                metrics.throttled(connector.name, "connection_limits")
             log.info("refused %s on connector %r: %s", connection.remote_address, connector.name, refusal.reason)
             return refusal
         self.server.tracker.opened(connector.name, source)
         self._tracked = (connector.name, source)
         self.server.sessions_opened += 1
+        if metrics is not None:
+            metrics.session_opened(connector.name)
         self.guard = SessionGuard(connector)
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
         self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
@@ -182,6 +191,14 @@ class ConnectorSMTP(SMTP):
     async def reply(self, decision: Decision, **extra: Any) -> None:
         if self.logs is not None:
             self.logs.decision(decision, self._command, **extra)
+        metrics = self.server.metrics
+        if metrics is not None and self.relay is not None and self.relay.state is not None:
+            outcome: DecisionOutcome = (
+                "accepted" if decision.code < 400 else "deferred" if decision.code < 500 else "refused"
+            )
+            metrics.decision(self.relay.state.connector.name, self._command, outcome)
+            if "limit" in extra:
+                metrics.throttled(self.relay.state.connector.name, str(extra["limit"]["name"]))
         if decision.code >= 400:
             log.info(
                 "session %s %s: %s (%s: %s)",

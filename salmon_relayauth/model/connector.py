@@ -33,6 +33,7 @@ __all__ = [
     "Connector",
     "PermissionEntry",
     "LoggingSettings",
+    "MetricsSettings",
     "PluginSettings",
     "ProxySettings",
     "QueueSettings",
@@ -170,6 +171,14 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where the Prometheus metrics endpoint listens (a loopback address); None host means off."""
+
+    host: str | None = None
+    port: int = 9325
+
+
+@dataclass(frozen=True, slots=True)
 class ThrottlingSettings:
     """Where throttling state lives: this process (``memory``) or a Redis server shared by relay nodes."""
 
@@ -238,6 +247,7 @@ class RelayConfig:
     proxy: ProxySettings = ProxySettings()
     throttling: ThrottlingSettings = ThrottlingSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     source: str = "<python>"
 
     def connector(self, name: str) -> Connector:

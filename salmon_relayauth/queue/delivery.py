@@ -123,10 +123,12 @@ class DeliveryWorker:
         timeout: float = 60.0,
         poll_interval: float = 30.0,
         tls_context: ssl.SSLContext | None = None,
+        on_run: Callable[[DeliveryStats], None] | None = None,
     ) -> None:
         self.queue, self.smarthost, self.settings, self.fqdn = queue, smarthost, settings, fqdn
         self._clock, self._timeout, self._poll = clock, timeout, poll_interval
         self._tls_context = tls_context
+        self._on_run = on_run  # told the outcome of every background run (metrics)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._run_lock = threading.Lock()
@@ -161,7 +163,9 @@ class DeliveryWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                self.run_once()
+                stats = self.run_once()
+                if self._on_run is not None:
+                    self._on_run(stats)
             except Exception:
                 log.exception("delivery run failed; trying again at the next poll")
             self._wake.wait(self._sleep_time())

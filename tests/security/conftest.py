@@ -336,9 +336,9 @@ class RawSMTP:
 
 
 @pytest.fixture
-def raw_client() -> Iterator[Callable[..., RawSMTP]]:
-    """A factory for :class:`RawSMTP` connections (closed after the test); the banner is read
-    unless ``banner=False``."""
+def raw_client(live_relay: Callable[..., LiveRelay]) -> Iterator[Callable[..., RawSMTP]]:
+    """A factory for :class:`RawSMTP` connections, closed after the test (before the relay stops,
+    hence the dependency on ``live_relay``); the banner is read unless ``banner=False``."""
     opened: list[RawSMTP] = []
 
     def connect(port: int, source: str = DENIED, host: str = "127.0.0.1", *, banner: bool = True, timeout: float = REPLY_TIMEOUT) -> RawSMTP:
@@ -378,3 +378,19 @@ def assert_wire_clean(lines: list[str]) -> None:
     assert not leaked, f"replies leak Python internals: {leaked!r}"
     worded = error_word(lines)
     assert not worded, f"replies carry the word 'Error' (aiosmtpd stock text, not the relay's): {worded!r}"
+
+
+def delivered(relay: SecureRelay | LiveRelay, smarthost: Any, timeout: float = 10.0) -> list[Any]:
+    """Wait until the relay's queue is empty (everything that got a 250 went to the smarthost),
+    then return what the smarthost recorded. A message leaves the queue only after the smarthost
+    accepted it, so nothing still on its way can be missed."""
+    deadline = time.monotonic() + timeout
+    while len(relay.queue) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(relay.queue) == 0, f"the relay's queue did not drain: {relay.queue.list()!r}"
+    return list(smarthost.messages)
+
+
+def bare_line_ends(content: bytes) -> list[int]:
+    """Offsets of every CR not followed by LF and every LF not preceded by CR."""
+    return [match.start() for match in re.finditer(rb"\r(?!\n)|(?<!\r)\n", content)]

@@ -25,7 +25,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from salmon_relayauth import (
@@ -344,7 +344,17 @@ addresses = st.builds(
     st.booleans(),
     st.sampled_from(["", " "]),
 )
-path_texts = st.one_of(addresses, st.text(max_size=60), st.sampled_from(["<>", "<", ">", "<<>>", "Postmaster", "<postmaster>"]))
+well_formed = st.sampled_from(
+    [
+        "<>", "<app@contoso.com>", "printer@fabrikam.com", "<kate@contoso.com>", "<Kate@CONTOSO.com.>",
+        "<u@fabrikam.com>", "<u@sub.contoso.com>", "<u%fabrikam.com@contoso.com>", "<fabrikam.com!u@contoso.com>",
+        "<@contoso.com:u@fabrikam.com>", "<@fabrikam.com:u@contoso.com>", '<"u@fabrikam.com"@contoso.com>',
+        '<"john doe"@contoso.com>', "<u@[192.0.2.1]>", "<u@contoso.com.fabrikam.com>", "<u@xn--contoso-9la.com>",
+    ]
+)
+path_texts = st.one_of(
+    well_formed, addresses, st.text(max_size=60), st.sampled_from(["<", ">", "<<>>", "Postmaster", "<postmaster>"])
+)
 parameters = st.one_of(
     st.just(""),
     st.builds(lambda n: f" SIZE={n}", st.one_of(st.integers(0, 10**12).map(str), st.text(max_size=5))),
@@ -560,6 +570,8 @@ def test_relay_session_under_random_commands(
             check_reply(decision)
         if command[0] == "AUTH" and decision is not None and decision.code == 235:
             authenticated = True
+        if decision is not None:
+            event(f"{command[0]} {decision.code}")
         if command[0] == "RCPT" and decision is not None:
             if decision.accepted:
                 assert len(session.recipients) == len(before) + 1
