@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,10 @@ from .metrics import MetricsRegistry, MetricsServer, QueueStats, RelayMetrics
 from .model.enums import ProtocolLoggingLevel
 from .queue.delivery import DeliveryStats
 from .oplog import DecisionLog, ProtocolLog
+from .config.loader import read_config
+from .config.problems import ConfigError, ConfigProblem
+from .model.addresses import Binding
+from .plugins import PluginLoadError, make_plugin_manager
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
 from .queue.store import MessageQueue
@@ -70,6 +75,7 @@ class RelayReceiver:
             MetricsServer(self.metrics.registry, endpoint.host, endpoint.port) if endpoint.host is not None else None
         )
         self.shutdown_grace = shutdown_grace
+        self._reload_lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relayauth-route")
         self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)
@@ -95,7 +101,8 @@ class RelayReceiver:
             metrics=self.metrics,
         )
         self._thread: threading.Thread | None = None
-        self._sockets: list[socket.socket] = []
+        self.config_path = Path(config)
+        self._given_plugin_manager = plugin_manager
 
     def _queue_stats(self) -> QueueStats:
         envelopes = self.queue.list()
@@ -118,18 +125,18 @@ class RelayReceiver:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Where the relay listens, as ``(host, port)``."""
-        return [sock.getsockname()[:2] for sock in self._sockets]
+        return [sock.getsockname()[:2] for sock, _ in self.server.listeners.values()]
 
     def start(self) -> None:
         """Bind every listening socket (errors raise here), then serve in a background thread."""
         # A handler crash must reach the listener, which answers 451 instead of acknowledging it.
         Router.LOG_EXCEPTIONS = False
-        self._sockets = open_listening_sockets(distinct_bindings(self.policy))
+        sockets = open_listening_sockets(distinct_bindings(self.policy))
         started = threading.Event()
 
         def serve() -> None:
             asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start(self._sockets))
+            self.loop.run_until_complete(self.server.start(sockets))
             if self.metrics_server is not None:
                 self.loop.run_until_complete(self.metrics_server.start())
             started.set()
@@ -140,7 +147,57 @@ class RelayReceiver:
         started.wait()
         if self.delivery is not None:
             self.delivery.start()
+        self._reload_on_signal(signal.SIGUSR1)  # Salmon's own `salmon stop` uses SIGHUP to stop
         log.info("relay listening on %s", ", ".join(f"{host}:{port}" for host, port in self.addresses))
+
+    def _reload_on_signal(self, signum: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signum, lambda *_: threading.Thread(target=self.reload, name="relayauth-reload").start())
+
+    def reload(self) -> list[ConfigProblem]:
+        """Read the configuration file again. A valid one takes effect for new connections (open
+        sessions finish under the rules they started with, queued mail is untouched); an invalid
+        one changes nothing. Returns the problems found; errors are also logged."""
+        with self._reload_lock:
+            try:
+                manager = self._given_plugin_manager
+                if manager is None:
+                    result = read_config(self.config_path)
+                    disabled = result.config.plugins.disabled if result.config is not None else ()
+                    manager = make_plugin_manager(disabled=disabled)
+                policy = load_policy(self.config_path, manager)
+            except (ConfigError, PluginLoadError) as error:
+                problems = error.problems if isinstance(error, ConfigError) else [
+                    ConfigProblem(str(self.config_path), "[plugins]", "", str(error))
+                ]
+                for problem in problems:
+                    log.error("reload refused, the running configuration stays: %s", problem)
+                return problems
+            wanted = distinct_bindings(policy)
+            added = [binding for binding in wanted if binding not in self.server.listeners]
+            removed = [binding for binding in self.server.listeners if binding not in wanted]
+            try:
+                sockets = open_listening_sockets(added)
+            except OSError as error:
+                problem = ConfigProblem(str(self.config_path), "", "bindings", str(error))
+                log.error("reload refused, the running configuration stays: %s", problem)
+                return [problem]
+            self._warn_about_restart_only_settings(policy)
+            asyncio.run_coroutine_threadsafe(self._swap(policy, sockets, removed), self.loop).result()
+            log.info("configuration reloaded from %s", self.config_path)
+            return []
+
+    async def _swap(self, policy: RelayPolicy, sockets: dict[Binding, socket.socket], removed: list[Binding]) -> None:
+        self.policy = policy
+        self.server.policy = policy
+        await self.server.start(sockets)
+        await self.server.close_listeners(removed)
+
+    def _warn_about_restart_only_settings(self, policy: RelayPolicy) -> None:
+        old, new = self.policy.config, policy.config
+        for name in ("queue", "smarthost", "logging", "metrics", "tls", "throttling"):
+            if getattr(old, name) != getattr(new, name):
+                log.warning("[%s] changed: it takes effect when the relay is restarted", name)
 
     def stop(self) -> None:
         """Stop listening, let open sessions finish (or get 421), stop the delivery worker.
@@ -161,8 +218,6 @@ class RelayReceiver:
         for log_file in (self.server.protocol_log, self.server.decision_log):
             if log_file is not None:
                 log_file.close()
-        for sock in self._sockets:
-            sock.close()
         log.info("relay stopped")
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import struct
+import time
 
 import pytest
 
@@ -32,12 +33,14 @@ name = "Default Frontend"
 bindings = ["127.0.0.1:{port}"]
 remote_ip_ranges = ["127.0.0.0/24"]
 permission_groups = ["AnonymousUsers"]
+tarpit_interval = "00:00:00"
 
 [[connectors]]
 name = "Anonymous Relay"
 bindings = ["127.0.0.1:{port}"]
 remote_ip_ranges = ["127.0.0.10"]
 permission_groups = ["AnonymousUsers"]
+tarpit_interval = "00:00:00"
 
 [[connectors.permissions]]
 user = "NT AUTHORITY\\\\ANONYMOUS LOGON"
@@ -175,22 +178,34 @@ def test_the_header_and_commands_may_arrive_in_one_packet(live_relay, smarthost)
 @pytest.mark.parametrize(
     "opening",
     [
-        b"",  # nothing at all: the PROXY timeout (0.5 s here) closes the connection
         b"EHLO printer.contoso.com\r\n",  # SMTP straight away
         b"PROXY TCP4 not-an-address 127.0.0.1 40000 25\r\n",  # a malformed v1 line
         b"PROXY UNKNOWN\r\n",  # v1 without an address
         b"\x00\x01garbage that is not a header\r\n",
         V2_SIGNATURE + bytes([0x20, 0x00, 0x00, 0x00]),  # v2 LOCAL: no client address
     ],
-    ids=["silence", "smtp", "bad-v1", "v1-unknown", "garbage", "v2-local"],
+    ids=["smtp", "bad-v1", "v1-unknown", "garbage", "v2-local"],
 )
 def test_trusted_proxy_without_a_valid_header_is_closed_without_a_banner(live_relay, opening) -> None:
     relay = live_relay(PROXY_CONFIG)
     with connect(PROXY, relay.port) as sock:
-        if opening:
-            sock.sendall(opening)
+        sock.sendall(opening)
         assert read_until_closed(sock) == b""
     assert relay.receiver.server.sessions_opened == 0
+
+
+def test_trusted_proxy_that_sends_nothing_is_closed_silently_after_the_timeout(live_relay) -> None:
+    """No header within ``[proxy_protocol] timeout`` (0.5 s here): the connection is closed. No
+    client is known yet, so no connector was selected and nothing may be said to the peer."""
+    relay = live_relay(PROXY_CONFIG)
+    with connect(PROXY, relay.port) as sock:
+        started = time.monotonic()
+        data = read_until_closed(sock)
+        waited = time.monotonic() - started
+    assert not data.startswith(b"220")
+    assert 0.3 < waited < 5
+    assert relay.receiver.server.sessions_opened == 0
+    assert data == b""
 
 
 def test_header_claiming_an_address_no_connector_takes_gets_421(live_relay) -> None:

@@ -41,12 +41,14 @@ name = "Default Frontend"
 bindings = ["127.0.0.1:{port}"]
 remote_ip_ranges = ["127.0.0.0/8"]
 permission_groups = ["AnonymousUsers"]
+tarpit_interval = "00:00:00"
 
 [[connectors]]
 name = "Anonymous Relay"
 bindings = ["127.0.0.1:{port}"]
 remote_ip_ranges = ["127.0.0.10", "127.0.0.11"]
 permission_groups = ["AnonymousUsers"]
+tarpit_interval = "00:00:00"
 
 [[connectors.permissions]]
 user = "NT AUTHORITY\\\\ANONYMOUS LOGON"

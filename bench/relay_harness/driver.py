@@ -211,3 +211,28 @@ def measure(target: Target, cell: Cell, messages: int, message_file: Path, workd
     finally:
         sink.stop()
     return result
+
+
+def probe_second_rcpt(target: Target, workdir: Path) -> str:
+    """Start ``target`` and ask for a second recipient in one transaction; its reply, for the table."""
+    import smtplib
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    try:
+        target.start(workdir, port, 0)
+    except Exception as error:
+        return f"did not start: {error}"
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.helo(HELO)
+            smtp.mail(SENDER)
+            first = smtp.rcpt(f"1{RECIPIENT}")
+            second = smtp.rcpt(f"2{RECIPIENT}")
+        if second[0] < 400:
+            return f"a second RCPT got {second[0]} (unexpected: it should be benchmarked)"
+        return f"2nd RCPT refused: '{second[0]} {second[1].decode(errors='replace')}' (1st: {first[0]})"
+    except (OSError, smtplib.SMTPException) as error:
+        return f"probe failed: {error}"
+    finally:
+        target.stop()

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import admin, check, explain, probe, queue, serve, sink, users
+from . import admin, check, explain, probe, queue, reload, serve, sink, users
 
 __all__ = ["main"]
 
-_VERBS = (check, explain, admin, serve, queue, probe, sink, users)
+_VERBS = (check, explain, admin, serve, reload, queue, probe, sink, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

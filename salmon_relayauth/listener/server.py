@@ -29,9 +29,9 @@ log = logging.getLogger("salmon_relayauth.listener")
 LISTEN_BACKLOG = 1024
 
 
-def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLOG) -> list[socket.socket]:
+def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLOG) -> dict[Binding, socket.socket]:
     """Bound, listening, non-blocking sockets; IPv6 sockets are IPv6-only (bind 0.0.0.0 for IPv4)."""
-    sockets = []
+    sockets: list[socket.socket] = []
     try:
         for binding in bindings:
             family = socket.AF_INET if binding.version == 4 else socket.AF_INET6
@@ -50,7 +50,7 @@ def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLO
         for sock in sockets:
             sock.close()
         raise
-    return sockets
+    return dict(zip(bindings, sockets))
 
 
 def distinct_bindings(policy: RelayPolicy) -> list[Binding]:
@@ -76,7 +76,7 @@ class RelayServer:
     sessions_opened: int = 0
 
     def __post_init__(self) -> None:
-        self._servers: list[asyncio.base_events.Server] = []
+        self.listeners: dict[Binding, tuple[socket.socket, asyncio.base_events.Server]] = {}
         self.connections: set[ConnectorSMTP] = set()
         self.tracker = ConnectionTracker()
         if self.throttle is None:
@@ -117,18 +117,24 @@ class RelayServer:
     def _protocol(self) -> ConnectorSMTP:
         return ConnectorSMTP(self)
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        for sock in sockets:
+    async def start(self, sockets: dict[Binding, socket.socket]) -> None:
+        """Serve on newly opened sockets, one per binding."""
+        for binding, sock in sockets.items():
             server = await self.loop.create_server(self._protocol, sock=sock)
-            self._servers.append(server)
-            log.info("listening on %s", sock.getsockname()[:2])
+            self.listeners[binding] = (sock, server)
+            log.info("listening on %s", binding)
+
+    async def close_listeners(self, bindings: list[Binding]) -> None:
+        """Stop accepting on these bindings; sessions already open on them go on."""
+        for binding in bindings:
+            sock, server = self.listeners.pop(binding)
+            server.close()
+            log.info("stopped listening on %s", binding)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, give open sessions ``grace`` seconds to finish, then close the rest with
         ``421 4.3.2``: nothing is lost, since a message is only ours once it got its 250."""
-        for server in self._servers:
-            server.close()
-        self._servers.clear()
+        await self.close_listeners(list(self.listeners))
         deadline = self.loop.time() + grace
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
