@@ -57,6 +57,9 @@ class RelayPolicy:
         self.hook = self.plugin_manager.hook
         self.index = ConnectorIndex.build(config.connectors, source=MostSpecificSelection.name)
         self.domains = AcceptedDomains(config.accepted_domains)
+        what_if = config.what_if()
+        # The same policy with the dry-run connectors live: consulted, never obeyed.
+        self.what_if: RelayPolicy | None = RelayPolicy(what_if, self.plugin_manager) if what_if is not None else None
 
     # -- connection ---------------------------------------------------------------------------
 

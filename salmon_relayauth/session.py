@@ -93,9 +93,8 @@ class RelaySession:
         """STARTTLS completed: the session starts over (RFC 3207) and its rights are recomputed."""
         self.greeted = False
         self.reset()
-        self.state = self.policy.session_state(
-            self.session_id, self.connection, self.session.connector, self.session.user, tls=True
-        )
+        # RFC 3207 §4.2: everything learnt before TLS, an AUTH identity included, is forgotten.
+        self.state = self.policy.session_state(self.session_id, self.connection, self.session.connector, None, tls=True)
 
     # -- authentication -------------------------------------------------------------------------
 

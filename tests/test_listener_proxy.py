@@ -182,7 +182,7 @@ def test_the_header_and_commands_may_arrive_in_one_packet(live_relay, smarthost)
         b"PROXY TCP4 not-an-address 127.0.0.1 40000 25\r\n",  # a malformed v1 line
         b"PROXY UNKNOWN\r\n",  # v1 without an address
         b"\x00\x01garbage that is not a header\r\n",
-        V2_SIGNATURE + bytes([0x20, 0x00, 0x00, 0x00]),  # v2 LOCAL: no client address
+        proxy_v2("127.0.0.10", 25, command=0x0),  # v2 LOCAL: a health check, no client address
     ],
     ids=["smtp", "bad-v1", "v1-unknown", "garbage", "v2-local"],
 )

@@ -92,7 +92,7 @@ def _connection(policy: RelayPolicy, client: str, local: str | None) -> tuple[Co
     if local is not None:
         binding = parse_binding(local)
         return ConnectionInfo(binding.host, binding.port, client), False
-    for connector in policy.config.enabled_connectors:
+    for connector in policy.config.live_connectors:
         for binding in connector.bindings:
             if binding.version == version:
                 return ConnectionInfo(binding.host, binding.port, client), True

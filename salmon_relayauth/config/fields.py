@@ -169,4 +169,6 @@ CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
     "throttling_exempt_users": lambda value: parse_list(value, _text),
     "throttling_shadow": _boolean,
     "throttling_backend_failure": _one(BackendFailure),
+    "dry_run": _boolean,
+    "dry_run_replaces": _text,
 }

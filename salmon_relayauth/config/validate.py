@@ -82,8 +82,34 @@ def validate_config(config: RelayConfig, skip_connector_rules: Collection[str] =
                 Severity.WARNING,
             )
     _check_tls(config, report)
-    problems.extend(overlap_problems(config.enabled_connectors, config.source))
+    problems.extend(overlap_problems(config.live_connectors, config.source))
+    problems.extend(_dry_run_problems(config, report))
     return problems
+
+
+def _dry_run_problems(config: RelayConfig, report: Callable[..., None]) -> list[ConfigProblem]:
+    """A dry-run connector must name a live connector it replaces (if any), listen where live traffic
+    arrives, and fit with the others as it would once made live."""
+    live_names = {c.name.casefold() for c in config.connectors if not c.dry_run}
+    live_bindings = {binding for c in config.live_connectors for binding in c.bindings}
+    for connector in config.enabled_connectors:
+        if not connector.dry_run:
+            if connector.dry_run_replaces:
+                report(f"connector {connector.name!r}", "dry_run_replaces", "only a dry-run connector replaces another")
+            continue
+        section = f"connector {connector.name!r}"
+        if connector.dry_run_replaces and connector.dry_run_replaces.casefold() not in live_names:
+            report(section, "dry_run_replaces", f"{connector.dry_run_replaces!r} is not a connector that is not in dry run")
+        unheard = [str(b) for b in connector.bindings if not any(b.overlaps(live) for live in live_bindings)]
+        if unheard:
+            report(section, "bindings", f"no live connector listens on {', '.join(unheard)}: the dry run sees no traffic there", Severity.WARNING)
+    what_if = config.what_if()
+    if what_if is None:
+        return []
+    return [
+        ConfigProblem(p.source, p.section, p.field, f"once the dry run is made live: {p.message}", p.severity)
+        for p in overlap_problems(what_if.live_connectors, config.source)
+    ]
 
 
 def _check_tls(config: RelayConfig, report: Callable[..., None]) -> None:

@@ -52,7 +52,7 @@ class ConnectorIndex:
 
     @classmethod
     def build(cls, connectors: Iterable[Connector], source: str = "") -> ConnectorIndex:
-        enabled = tuple(connector for connector in connectors if connector.enabled)
+        enabled = tuple(connector for connector in connectors if connector.live)
         wildcard_items: dict[tuple[int, int, int], list[_Item]] = defaultdict(list)
         specific_items: dict[_TableKey, list[_Item]] = defaultdict(list)
         for order, connector in enumerate(enabled):
@@ -125,7 +125,7 @@ def rank_candidates(connectors: Iterable[Connector], connection: ConnectionInfo)
     except AddressError:
         return []
     ranked: list[tuple[_Rank, ConnectorSelection]] = []
-    for order, connector in enumerate(c for c in connectors if c.enabled):
+    for order, connector in enumerate(c for c in connectors if c.live):
         bound = [b for b in connector.bindings if b.covers(local_version, local, connection.local_port)]
         if not bound:
             continue

@@ -55,7 +55,7 @@ def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLO
 
 def distinct_bindings(policy: RelayPolicy) -> list[Binding]:
     seen: dict[Binding, None] = {}
-    for connector in policy.config.enabled_connectors:
+    for connector in policy.config.live_connectors:
         for binding in connector.bindings:
             seen.setdefault(binding)
     return list(seen)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
@@ -22,6 +23,7 @@ from ..model.addresses import AddressError, client_address
 from ..model.connection import ConnectionInfo
 from ..model.decision import Decision
 from ..model.enums import AuthMechanism, Right, SizeMode
+from ..policy import RelayPolicy
 from ..session import RelaySession
 from ..engine.limits import source_key
 from .arguments import ArgumentError, split_path_argument
@@ -57,6 +59,7 @@ class ConnectorSMTP(SMTP):
         )
         self.server = server
         self.relay: RelaySession | None = None
+        self.dry_run: RelaySession | None = None  # the same session under a dry-run connector
         self.guard: SessionGuard | None = None
         self._refusal: Decision | None = None
         self._tls_offered = False
@@ -128,6 +131,15 @@ class ConnectorSMTP(SMTP):
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
         self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
         self.logs.connected()
+        self.dry_run = _dry_run_session(policy, connection, self.relay)
+        if self.dry_run is not None:
+            self.logs.decision(
+                greeting,
+                "(connect)",
+                dry_run=True,
+                dry_run_connector=self.dry_run.session.connector.name,
+                live_connector=connector.name,
+            )
         self.hostname, _, self.__ident__ = greeting.text.partition(" ")
         self._tls_offered = AuthMechanism.TLS in connector.auth_mechanism and self.server.tls_context is not None
         self.tls_context = self.server.tls_context if self._tls_offered else None
@@ -145,7 +157,12 @@ class ConnectorSMTP(SMTP):
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
-        """Idle for connection_inactivity_timeout: say so before closing (aiosmtpd closes silently)."""
+        """Idle for connection_inactivity_timeout: say so before closing (aiosmtpd closes silently).
+        A trusted proxy that never sent its header gets no reply: there is no session to speak for."""
+        if self.relay is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
         self._close_with(b"451 4.7.0 Timeout waiting for client input\r\n")
 
     def _lifetime_over(self) -> None:
@@ -187,6 +204,25 @@ class ConnectorSMTP(SMTP):
 
     def _render(self, decision: Decision) -> str:
         return decision.render(self._session.session.connector.enhanced_status_codes_enabled)
+
+    def mirror(self, live: Decision, step: Callable[[RelaySession], Decision]) -> None:
+        """Ask the dry-run session the same question; log its answer when it differs from the live one."""
+        if self.dry_run is None:
+            return
+        try:
+            would = step(self.dry_run)
+        except Exception:  # a dry run must never disturb the live session
+            log.exception("dry run of session %s failed; it stops here", self._session.session_id)
+            self.dry_run = None
+            return
+        if would.render() != live.render() and self.logs is not None:
+            self.logs.decision(
+                would,
+                self._command,
+                dry_run=True,
+                dry_run_connector=self.dry_run.session.connector.name,
+                live_decision=live.render(),
+            )
 
     async def reply(self, decision: Decision, **extra: Any) -> None:
         if self.logs is not None:
@@ -246,6 +282,7 @@ class ConnectorSMTP(SMTP):
     async def _greet(self, hostname: str, extended: bool) -> None:
         relay = self._session
         decision = relay.helo(hostname, extended)
+        self.mirror(decision, lambda trial: trial.helo(hostname, extended))
         if not decision.accepted:
             await self.reply(decision)
             return
@@ -305,6 +342,7 @@ class ConnectorSMTP(SMTP):
             size = int(size_text)
         relay = self._session
         decision = relay.mail(argument.path, size)
+        self.mirror(decision, lambda trial: trial.mail(argument.path, size))
         if decision.accepted and relay.sender is not None:
             exceeded = await self.server.charge_rate_limits(relay.session, relay.sender)
             if exceeded is not None:
@@ -332,10 +370,24 @@ class ConnectorSMTP(SMTP):
                 Decision(555, "5.5.4", "Unsupported parameter", f"RCPT parameters {sorted(argument.parameters)}", _SOURCE)
             )
             return
-        await self.reply(self._session.rcpt(argument.path))
+        decision = self._session.rcpt(argument.path)
+        self.mirror(decision, lambda trial: trial.rcpt(argument.path))
+        await self.reply(decision)
+
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        relay = self._session
+        if relay.session.tls:
+            await self.reply(Decision(503, "5.5.2", "Only one STARTTLS command can be issued per session", "TLS is already on", _SOURCE))
+            return
+        if not self._tls_offered:
+            await self.reply(Decision(504, "5.7.4", "Unrecognized command", "STARTTLS is not offered on this connector", _SOURCE))
+            return
+        await super().smtp_STARTTLS(arg)
 
     async def smtp_RSET(self, arg: str | None) -> None:
         self._session.reset()
+        if self.dry_run is not None:
+            self.dry_run.reset()
         await self.push(self._render(Decision(250, "2.0.0", "Resetting")))
 
     async def smtp_NOOP(self, arg: str | None) -> None:
@@ -370,6 +422,7 @@ class ConnectorSMTP(SMTP):
             await self.reply(Decision(501, "5.5.4", "Invalid arguments", "DATA takes no argument", _SOURCE))
             return
         decision = relay.data()
+        self.mirror(decision, lambda trial: trial.data())
         if decision.code != 354:
             await self.reply(decision)
             return
@@ -388,6 +441,9 @@ class ConnectorSMTP(SMTP):
             )
             return
         verdict = relay.message(outcome.content)
+        self.mirror(verdict.decision, lambda trial: trial.message(outcome.content).decision)
+        if self.dry_run is not None:
+            self.dry_run.reset()
         if not verdict.decision.accepted:
             relay.reset()
             await self.reply(verdict.decision)
@@ -414,8 +470,11 @@ class ConnectorSMTP(SMTP):
             return
         outcome = relay.authenticate(*credentials)
         await self.reply(outcome)
-        if outcome.code == 235 and self.logs is not None:
-            self.logs.permissions()
+        if outcome.code == 235:
+            if self.dry_run is not None and self.dry_run.offers_auth():
+                self.dry_run.assume_user(credentials[0])
+            if self.logs is not None:
+                self.logs.permissions()
 
     async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str]:
         if mechanism == "PLAIN":
@@ -454,6 +513,20 @@ def _decode(text: str) -> str:
         raise _AuthAbort(Decision(501, "5.5.2", "Cannot decode response", "bad base64", _SOURCE)) from None
 
 
+def _dry_run_session(policy: RelayPolicy, connection: ConnectionInfo, live: RelaySession) -> RelaySession | None:
+    """A shadow of the session as it would run with the dry-run connectors live, when that changes
+    which connector takes it or the connector is a dry-run one; it sees every command, never answers."""
+    if policy.what_if is None or live.selection is None:
+        return None
+    trial = RelaySession(policy.what_if, connection, live.session_id)
+    trial.open()
+    if trial.selection is None:
+        return None
+    name = trial.selection.connector.name
+    trying = any(c.dry_run and c.name == name for c in policy.config.connectors)
+    return trial if trying or name != live.selection.connector.name else None
+
+
 def _plain(address: str) -> str:
     """An IPv4-mapped IPv6 peer (``::ffff:192.0.2.1``) as the IPv4 address it is."""
     try:
@@ -484,6 +557,8 @@ class _Handler:
     def handle_STARTTLS(self, server: ConnectorSMTP, session: Any, envelope: Any) -> bool:
         if server.relay is not None and server.relay.state is not None:
             server.relay.tls_started()
+            if server.dry_run is not None:
+                server.dry_run.tls_started()
             if server.logs is not None:
                 server.logs.info("", "TLS negotiation succeeded")
                 server.logs.permissions()

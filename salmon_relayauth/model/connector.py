@@ -8,7 +8,7 @@ applied by the configuration loader, which knows which fields the operator left 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 from pathlib import Path
@@ -118,6 +118,14 @@ class Connector:
     throttling_exempt_users: tuple[str, ...] = ()  # authenticated users no limit applies to
     throttling_shadow: bool = False  # limits only log what they would have refused
     throttling_backend_failure: BackendFailure = BackendFailure.LOCAL_LIMITS
+    # not Exchange: try a connector on live traffic without letting it decide (see README, "Dry run")
+    dry_run: bool = False
+    dry_run_replaces: str = ""  # the live connector it would replace, if any
+
+    @property
+    def live(self) -> bool:
+        """Takes connections: enabled and not in dry-run mode."""
+        return self.enabled and not self.dry_run
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,4 +268,21 @@ class RelayConfig:
 
     @property
     def enabled_connectors(self) -> tuple[Connector, ...]:
+        """Enabled connectors, dry-run ones included (every check applies to those too)."""
         return tuple(connector for connector in self.connectors if connector.enabled)
+
+    @property
+    def live_connectors(self) -> tuple[Connector, ...]:
+        """The connectors that take connections."""
+        return tuple(connector for connector in self.connectors if connector.live)
+
+    def what_if(self) -> RelayConfig | None:
+        """The configuration as it would be with every enabled dry-run connector live (replacing the
+        connector it names in ``dry_run_replaces``); None when there is no dry-run connector."""
+        trials = [c for c in self.connectors if c.enabled and c.dry_run]
+        if not trials:
+            return None
+        replaced = {c.dry_run_replaces.casefold() for c in trials if c.dry_run_replaces}
+        kept = [c for c in self.connectors if not c.dry_run and c.name.casefold() not in replaced]
+        promoted = [replace(c, dry_run=False, dry_run_replaces="") for c in trials]
+        return replace(self, connectors=tuple(kept + promoted))

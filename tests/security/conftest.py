@@ -200,6 +200,17 @@ class ServerClosed(Exception):
     """The server closed the connection; ``pending`` is what it sent without a line end."""
 
 
+def _quick_ack(sock: socket.socket) -> None:
+    """Acknowledge at once: the listener writes a multi-line reply line by line, and Nagle on its
+    side would otherwise wait for this side's delayed ACK (40 ms per EHLO), slowing the suite."""
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if option is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+
 @dataclass
 class RawSMTP:
     """An SMTP client over a plain socket that sends exact bytes and reads exact replies.
@@ -250,6 +261,7 @@ class RawSMTP:
     def _line(self) -> str:
         while b"\r\n" not in self.pending:
             try:
+                _quick_ack(self.sock)
                 chunk = self.sock.recv(65536)
             except ConnectionResetError:
                 chunk = b""

@@ -262,7 +262,8 @@ permission_entries = st.fixed_dictionaries(
         "rights": python_values,
     },
 )
-connector_mappings = st.builds(
+# wild connectors: any subset of the keys, each with a plausible or a random value, plus unknown keys
+wild_connectors = st.builds(
     lambda fixed, extra: {**extra, **fixed},
     st.fixed_dictionaries(
         {"name": st.one_of(st.sampled_from(["Relay", "relay", "Default Frontend", ""]), st.text(max_size=70), python_values)},
@@ -273,26 +274,58 @@ connector_mappings = st.builds(
     ),
     st.dictionaries(st.text(max_size=10), python_values, max_size=2),
 )
+# near-valid connectors: a working connector with a few keys replaced, so that many configurations
+# get through the reader and on to validation and the plugins' checks
+near_valid_connectors = st.builds(
+    lambda name, port, ranges, changes, relay: {
+        "name": name,
+        "bindings": [f"0.0.0.0:{port}"],
+        "remote_ip_ranges": ranges,
+        "permission_groups": ["AnonymousUsers"],
+        **({"permissions": [{"user": "NT AUTHORITY\\ANONYMOUS LOGON", "extended_rights": ["ms-Exch-SMTP-Accept-Any-Recipient"]}]} if relay else {}),
+        **changes,
+    },
+    st.one_of(st.sampled_from(["Relay", "Printers", "Apps"]), st.text(min_size=1, max_size=12)),
+    st.sampled_from([25, 2525, 2526]),
+    st.lists(
+        st.one_of(*[st.sampled_from(["192.168.5.10", "10.1.0.0/16", "192.168.6.1-192.168.6.20", "fd00::/64", "0.0.0.0/0"])] * 3, range_texts),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=3, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({key: FIELD_VALUES[key] for key in keys})
+    ),
+    st.booleans(),
+)
+connector_mappings = st.one_of(near_valid_connectors, wild_connectors)
+
+
+def _table(keys: dict[str, st.SearchStrategy[object]]) -> st.SearchStrategy[object]:
+    """A server-wide table: some of its keys with plausible or random values, or not a table at all."""
+    return st.one_of(st.fixed_dictionaries({}, optional={k: st.one_of(v, python_values) for k, v in keys.items()}), python_values)
+
+
 top_level_mappings = st.fixed_dictionaries(
-    {"connectors": st.one_of(st.lists(connector_mappings, min_size=1, max_size=3), python_values)},
+    {
+        "connectors": st.one_of(
+            st.lists(near_valid_connectors, min_size=1, max_size=3),
+            st.lists(connector_mappings, min_size=1, max_size=3),
+            python_values,
+        )
+    },
     optional={
-        "server": st.one_of(st.fixed_dictionaries({}, optional={"fqdn": st.one_of(st.just("relay.contoso.com"), python_values)}), python_values),
+        "server": _table({"fqdn": st.just("relay.contoso.com")}),
         "accepted_domains": st.one_of(
-            st.lists(st.fixed_dictionaries({}, optional={"domain": st.one_of(st.sampled_from(["contoso.com", "*.contoso.com", "*"]), python_values), "type": python_values}), max_size=2),
+            st.lists(_table({"domain": st.sampled_from(["contoso.com", "*.contoso.com", "*"]), "type": st.sampled_from(["Authoritative", "InternalRelay"])}), max_size=2),
             python_values,
         ),
-        "smarthost": st.one_of(st.fixed_dictionaries({}, optional={"host": python_values, "port": st.one_of(st.integers(-1, 70000), python_values)}), python_values),
-        "queue": st.one_of(
-            st.fixed_dictionaries({}, optional={k: st.one_of(timespan_texts, python_values) for k in ("retry_interval", "max_retry_interval", "message_expiration")}),
-            python_values,
-        ),
-        "proxy_protocol": st.one_of(
-            st.fixed_dictionaries({}, optional={"trusted_proxies": st.one_of(st.lists(range_texts, max_size=2), python_values), "timeout": st.one_of(timespan_texts, python_values)}),
-            python_values,
-        ),
-        "throttling": st.one_of(st.fixed_dictionaries({}, optional={"backend": st.one_of(st.sampled_from(["memory", "redis"]), python_values), "redis_url": python_values, "key_prefix": python_values}), python_values),
-        "plugins": st.one_of(st.fixed_dictionaries({}, optional={"disabled": python_values}), python_values),
-        "tls": st.one_of(st.fixed_dictionaries({}, optional={"certificate": python_values, "key": python_values}), python_values),
+        "smarthost": _table({"host": st.just("127.0.0.1"), "port": st.integers(-1, 70000), "starttls": st.booleans()}),
+        "queue": _table({key: timespan_texts for key in ("retry_interval", "max_retry_interval", "message_expiration")} | {"fsync": st.booleans(), "directory": st.text(max_size=5)}),
+        "proxy_protocol": _table({"trusted_proxies": st.lists(range_texts, max_size=2), "timeout": timespan_texts}),
+        "throttling": _table({"backend": st.sampled_from(["memory", "redis"]), "redis_url": st.just("redis://localhost"), "key_prefix": st.text(max_size=5)}),
+        "plugins": _table({"disabled": st.lists(st.sampled_from(["relayauth.open_relay", "relayauth.nothing"]), max_size=1)}),
+        "tls": _table({"certificate": st.text(max_size=5), "key": st.text(max_size=5)}),
+        "authentication": _table({"users_file": st.text(max_size=5)}),
     },
 )
 BASE_DIR = Path(tempfile.gettempdir()) / "relayauth-fuzz-never-created"
