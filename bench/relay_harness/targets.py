@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 import tomlkit
+from importlib.metadata import entry_points
 
 from .common import wait_banner
 from .postfix import PostfixInstance
@@ -39,8 +40,29 @@ RECIPIENT = "kate@fabrikam.com"  # outside the accepted domains: every message i
 HELO = "app01.contoso.com"
 
 
+def third_party_plugins() -> list[tuple[str, str]]:
+    """Entry-point plugins installed in this environment (``(name, distribution)``): the benchmark
+    configurations disable them, so that it measures this project's own policy whatever the
+    virtualenv holds (the example plugin, for instance, when the test suite was set up)."""
+    found = []
+    for entry_point in entry_points(group="salmon_relayauth"):
+        found.append((entry_point.name, entry_point.dist.name if entry_point.dist is not None else "?"))
+    return sorted(set(found))
+
+
+def _disable_plugins(document: tomlkit.TOMLDocument) -> None:
+    names = [name for name, _ in third_party_plugins()]
+    if not names:
+        return
+    if "plugins" not in document:
+        document["plugins"] = tomlkit.table()
+    disabled = list(document["plugins"].get("disabled", []))
+    document["plugins"]["disabled"] = disabled + [name for name in names if name not in disabled]
+
+
 def full_policy_config(port: int, sink_port: int, queue: Path) -> str:
-    """The sample configuration, on this port, for a client at 127.0.0.1, with tarpit 0."""
+    """The sample configuration, on this port, for a client at 127.0.0.1, with tarpit 0; its logs
+    (protocol log of the Verbose connectors, decision log), if it has any, next to the queue."""
     document = tomlkit.parse(SAMPLE.read_text(encoding="utf-8"))
     for connector in document["connectors"]:
         connector["bindings"] = [f"127.0.0.1:{port}"]
@@ -54,11 +76,21 @@ def full_policy_config(port: int, sink_port: int, queue: Path) -> str:
     document["smarthost"]["port"] = sink_port
     document["queue"]["directory"] = str(queue)
     document["queue"]["fsync"] = True
+    if "logging" in document:
+        document["logging"]["directory"] = str(queue.parent / "logs")
+    _disable_plugins(document)
     return tomlkit.dumps(document)
 
 
 def allow_everything_config(port: int, sink_port: int, queue: Path) -> str:
-    return f"""\
+    """One connector that lets 127.0.0.0/8 relay anything; every other setting at its default
+    (so no protocol log, and the decision log if the relay writes one by default)."""
+    document = tomlkit.parse(_ALLOW_EVERYTHING.format(port=port, sink_port=sink_port, queue=queue))
+    _disable_plugins(document)
+    return tomlkit.dumps(document)
+
+
+_ALLOW_EVERYTHING = """\
 # bench/relay: the relay with nothing to decide. Every client of 127.0.0.0/8 is an externally
 # secured Exchange server with every right; no limits, no tarpit.
 [server]
@@ -99,7 +131,7 @@ class Target:
         raise NotImplementedError
 
     def _spawn(self, command: list[str], workdir: Path, port: int, timeout: float = 30.0) -> int:
-        self._log = open(workdir / "target.log", "wb")
+        self._log = open(workdir / "target.log", "ab")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
         try:
             wait_banner("127.0.0.1", port, timeout, alive=lambda: self.process.poll() is None)

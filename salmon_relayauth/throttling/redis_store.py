@@ -15,7 +15,8 @@ clock is one second behind would see every TAT one second further away (and refu
 would let bursts through. The script reads ``redis.call('TIME')`` (microseconds), so every node is
 judged against one clock; the nodes' clocks never matter.
 
-Keys expire on their own: each TAT is written with an expiry at that TAT plus a margin, after which
+All the keys of one check go to one script on one server (not Redis Cluster, where they would have
+to share a hash slot). Keys expire on their own: each TAT is written with an expiry at that TAT plus a margin, after which
 the key holds nothing a fresh key would not (a TAT in the past means "no debt").
 
 While Redis cannot be reached (or times out, or answers with an error), ``consume`` raises
@@ -52,7 +53,8 @@ CONSUME_SCRIPT = """
 --   retry_after_us: microseconds until that limit allows one more (0 when none refused);
 --   shadowed: index of the first shadow limit that would have refused, 0 for none.
 -- Nothing is written unless refused is 0; then every allowing limit's new TAT is set, expiring
--- at that TAT plus ARGV[3n+1] milliseconds.
+-- at that TAT plus ARGV[3n+1] milliseconds. A TAT is stored as microseconds of the server's clock,
+-- written with 17 significant digits so that it reads back as the same double.
 if redis.replicate_commands then redis.replicate_commands() end -- TIME before writes (Redis < 5)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])

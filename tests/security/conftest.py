@@ -360,6 +360,7 @@ def raw_client(live_relay: Callable[..., LiveRelay]) -> Iterator[Callable[..., R
             client.read_banner()
         return client
 
+    connect.opened = opened  # type: ignore[attr-defined]
     yield connect
     for client in opened:
         client.close()
