@@ -170,6 +170,19 @@ class Result:
         return self.peak_pss / 2**20 if self.peak_pss else None
 
 
+def start_target(target: Target, workdir: Path, sink_port: int, notes: list[str]) -> tuple[int, int]:
+    """Start ``target`` on a free port, trying a second time after a failure; ``(port, pid)``."""
+    try:
+        port = free_port()
+        return port, target.start(workdir, port, sink_port)
+    except Exception as error:
+        time.sleep(1.0)
+        port = free_port()
+        pid = target.start(workdir, port, sink_port)
+        notes.append(f"started at the second attempt; the first failed: {str(error)[:300]}")
+        return port, pid
+
+
 def measure(target: Target, cell: Cell, messages: int, message_file: Path, workdir: Path, cap: float,
             stall: float, delivery_limit: float) -> Result:
     """One run: fresh sink and target, smtp-source, wait for the sink, stop everything."""
@@ -177,9 +190,8 @@ def measure(target: Target, cell: Cell, messages: int, message_file: Path, workd
     workdir.mkdir(parents=True, exist_ok=True)
     sink = Sink(workdir)
     try:
-        port = free_port()
         try:
-            pid = target.start(workdir, port, sink.port)
+            port, pid = start_target(target, workdir, sink.port, result.notes)
         except Exception as error:  # a target that cannot start is reported, not fatal
             result.skipped = f"did not start: {error}"
             return result

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from .common import free_port
-from .driver import Sink
+from .driver import Sink, start_target
 from .targets import RECIPIENT, SENDER, Target
 
 FIRST_SOURCE = int(ipaddress.IPv4Address("127.0.1.1"))
@@ -113,9 +112,9 @@ def run_idle(target: Target, sessions: int, hold: float, workdir: Path) -> IdleR
     workdir.mkdir(parents=True, exist_ok=True)
     sink = Sink(workdir)
     try:
-        port = free_port()
+        notes: list[str] = []
         try:
-            pid = target.start(workdir, port, sink.port)
+            port, pid = start_target(target, workdir, sink.port, notes)
         except Exception as error:
             result.error = f"did not start: {error}"
             return result
@@ -142,7 +141,7 @@ def report(results: list[IdleResult], limit_mb: float) -> list[str]:
     mb = 2**20
     lines = [
         f"{'target':<12} {'start MB':>8} {'warm MB':>8} {'held MB':>8} {'(PSS)':>7} {'after MB':>8} "
-        f"{'KB/session':>10} {'greeted':>8} {'open s':>7} {'idle CPU s':>10}  message while held"
+        f"{'KB/session':>10} {'greeted':>9} {'open s':>6} {'idle CPU s':>10}  message while held"
     ]
     lines.append("-" * (len(lines[0]) + 10))
     verdicts = []
@@ -154,7 +153,7 @@ def report(results: list[IdleResult], limit_mb: float) -> list[str]:
         lines.append(
             f"{r.target:<12} {r.rss_start / mb:>8.1f} {r.rss_warm / mb:>8.1f} {r.rss_held / mb:>8.1f} "
             f"{r.pss_held / mb:>7.1f} {r.rss_after / mb:>8.1f} {per_session:>10.1f} "
-            f"{r.greeted:>4}/{r.sessions:<4}{r.open_s:>7.1f} {r.hold_cpu_s:>6.2f}/{r.hold_s:.0f}s  "
+            f"{f'{r.greeted}/{r.sessions}':>9} {r.open_s:>6.1f} {f'{r.hold_cpu_s:.2f}/{r.hold_s:.0f}s':>10}  "
             f"{r.probe} in {r.probe_ms:.0f} ms"
         )
         if r.refused:

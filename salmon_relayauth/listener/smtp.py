@@ -69,7 +69,15 @@ class ConnectorSMTP(SMTP):
         self._closed_locally = False
         self.logs: SessionLogs | None = None
         self._command = ""  # the command being answered, for the decision log
-        self._smtp_methods = {name: self._logged(name, method) for name, method in self._smtp_methods.items()}
+        self._smtp_methods = _CommandTable(
+            {name: self._logged(name, method) for name, method in self._smtp_methods.items()},
+            self._logged("UNKNOWN", self._unrecognized),
+        )
+
+    async def _unrecognized(self, arg: str | None) -> None:
+        """Any command this relay does not implement; counted as a protocol error like any other
+        (aiosmtpd's own limit of five unknown commands would otherwise cut in first)."""
+        await self.reply(Decision(500, "5.3.3", "Unrecognized command", "unknown command", _SOURCE))
 
     def _logged(self, name: str, method: Any) -> Any:
         async def run(arg: str | None) -> None:
@@ -114,6 +122,16 @@ class ConnectorSMTP(SMTP):
         connector = self.relay.session.connector
         source = source_key(connector, connection.remote_address)
         refusal = policy.connection_limit(connector, connection, self.server.tracker.counts(connector.name, source))
+        if refusal is not None and connector.throttling_shadow:
+            self.logs.decision(refusal, "(connect)", shadow=True)
+            log.info(
+                "shadow: would have refused %s on connector %r: %s (%s)",
+                connection.remote_address,
+                connector.name,
+                refusal.render(),
+                refusal.reason,
+            )
+            refusal = None
         if refusal is not None:
             self._refusal = refusal
             self.logs.decision(refusal, "(connect)")
@@ -129,6 +147,7 @@ class ConnectorSMTP(SMTP):
             metrics.session_opened(connector.name)
         self.guard = SessionGuard(connector)
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
+        self._reset_timeout()  # aiosmtpd started its default timer before the connector was known
         self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
         self.logs.connected()
         self.dry_run = _dry_run_session(policy, connection, self.relay)
@@ -498,6 +517,17 @@ class ConnectorSMTP(SMTP):
         if text == "*":
             raise _AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
         return text
+
+
+class _CommandTable(dict[str, Any]):
+    """aiosmtpd's command table, answering every unknown verb with this relay's own handler."""
+
+    def __init__(self, commands: dict[str, Any], unknown: Any) -> None:
+        super().__init__(commands)
+        self.unknown = unknown
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, self.unknown)
 
 
 class _AuthAbort(Exception):

@@ -21,6 +21,7 @@ is read ahead and hidden, and so that a reply to a command that should never hav
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -246,15 +247,24 @@ class RawSMTP:
         self.sock.sendall(data)
 
     def drip(self, data: bytes, interval: float) -> int:
-        """Send one byte at a time, ``interval`` seconds apart; the number of bytes sent before
-        the server closed the connection."""
+        """Send one byte at a time, ``interval`` seconds apart, stopping as soon as the server
+        says something or hangs up; the number of bytes sent."""
         for sent, byte in enumerate(data):
+            if self._readable(0):
+                return sent
             try:
                 self.sock.sendall(bytes([byte]))
             except OSError:
                 return sent
-            time.sleep(interval)
+            if self._readable(interval):
+                return sent + 1
         return len(data)
+
+    def _readable(self, wait: float) -> bool:
+        if self.pending:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], wait)
+        return bool(readable)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -345,6 +355,12 @@ class RawSMTP:
 
     def ehlo(self, name: str = "client.example") -> Reply:
         return self.command(f"EHLO {name}")
+
+    def in_step(self) -> bool:
+        """Send NOOP and check that the next reply is NOOP's: no reply to anything else (a command
+        that should never have run) came in between. Deterministic, unlike waiting for silence."""
+        reply = self.command("NOOP")
+        return reply.first == "250 2.0.0 OK"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import hashlib
 import ipaddress
 import os
 import tempfile
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest

@@ -240,18 +240,26 @@ def free_port() -> int:
 
 
 def nothing_listens_on(port: int) -> bool:
-    """True when no socket listens on the port: a probe can bind it and a connection is refused."""
-    for host in ("127.0.0.1", "0.0.0.0"):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    return False
-                raise
+    """True when no socket listens on ``port`` for 127.0.0.1 (bound to it or to the wildcard).
+
+    The probe binds with SO_REUSEADDR: Linux still refuses the bind while any socket listens on the
+    port there, but not because another process's connection happens to use it as its local port
+    (tests elsewhere on the machine open many), so the answer does not depend on unrelated traffic.
+    A connection attempt confirms it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return False
+            raise
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
         client.settimeout(2)
-        return client.connect_ex(("127.0.0.1", port)) != 0
+        if client.connect_ex(("127.0.0.1", port)) != 0:
+            return True
+        return client.getsockname() == client.getpeername()  # a self-connection is not a listener
 
 
 def relay_threads() -> set[str]:
@@ -268,10 +276,12 @@ def on_free_port(name: str, directory: Path) -> tuple[Path, int]:
     return copy, port
 
 
-def test_port_probe_sees_a_listening_socket() -> None:
-    """The probe below would notice a relay that started listening."""
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_port_probe_sees_a_listening_socket(host: str) -> None:
+    """The probe below would notice a relay that started listening (as the relay binds: SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, 0))
         listener.listen()
         port = listener.getsockname()[1]
         assert not nothing_listens_on(port)

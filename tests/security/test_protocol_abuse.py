@@ -102,7 +102,7 @@ def test_message_text_sent_without_data_is_never_taken_as_a_message(secure_relay
 # -- over-long command lines -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length", [600, 1100, 4090, 4096, 4097, 5000, 20000])
+@pytest.mark.parametrize("length", [600, 4096, 4097, 20000])
 @pytest.mark.parametrize("glue", [b"", b"\r", b" "], ids=["glued", "bare-cr", "space"])
 def test_the_tail_of_an_over_long_line_is_never_run(secure_relay, smarthost, raw_client, length, glue) -> None:
     """From the host that may relay, after MAIL: an over-long NOOP whose last bytes read
@@ -116,7 +116,7 @@ def test_the_tail_of_an_over_long_line_is_never_run(secure_relay, smarthost, raw
     assert len(line) == length
     reply = client.command(line)
     assert 500 <= reply.code < 600, reply
-    assert client.nothing_more(), "a second reply: the tail of the line ran as a command"
+    assert client.in_step(), f"a second reply, the tail of the line ran as a command: {client.replies[-1]}"
     assert client.command("DATA").first == "503 5.5.2 Need rcpt command"
     assert client.command("QUIT").code == 221
     assert delivered(relay, smarthost) == []
@@ -133,7 +133,7 @@ def test_a_bare_lf_inside_an_over_long_line_does_not_start_a_command(secure_rela
     tail = b"\nRCPT TO:<victim@external.example>"
     reply = client.command(b"NOOP " + b"A" * (length - 5 - len(tail)) + tail)
     assert 500 <= reply.code < 600, reply
-    assert client.nothing_more(), f"the tail after the bare LF ran as a command: {client.reply()}"
+    assert client.in_step(), f"the tail after the bare LF ran as a command: {client.replies[-1]}"
     assert client.command("DATA").first == "503 5.5.2 Need rcpt command"
     client.command("QUIT")
     assert delivered(relay, smarthost) == []
@@ -178,7 +178,7 @@ def test_nul_control_and_8bit_bytes_in_commands_get_an_error(secure_relay, smart
         client.ehlo()
     reply = client.command(BAD_BYTES[name])
     assert 500 <= reply.code < 600, reply
-    assert client.nothing_more()
+    assert client.in_step(), client.replies[-1]
     # And the session is still sane afterwards.
     assert client.ehlo().code == 250
     assert client.command("MAIL FROM:<printer@contoso.com>").code == 250
@@ -420,7 +420,7 @@ def test_a_client_dripping_bytes_slower_than_the_timeout_is_cut_off(secure_relay
         client.ehlo()
     started = time.monotonic()
     command = b"MAIL FROM:<printer@contoso.com>\r\n"
-    sent = client.drip(command[:3], 1.3)
+    sent = client.drip(command[:2], 1.2)
     # The gap between two bytes exceeds the inactivity timeout: the relay has hung up by now.
     assert client.is_closed(max(0.1, CUT_OFF_WITHIN - (time.monotonic() - started))), (
         f"still connected {time.monotonic() - started:.1f} s after the last command ({sent} bytes dripped)"
@@ -517,7 +517,7 @@ def test_a_flood_of_junk_crosses_max_protocol_errors_and_is_closed_with_421(secu
         client.send(JUNK[name] * 50)
     except OSError:
         pass  # the relay may hang up while the flood is still being written
-    replies = [reply.first for reply in client.replies_until_closed(2.0)]
+    replies = [reply.first for reply in client.replies_until_closed(1.0)]
     assert replies and replies[-1] == TOO_MANY_ERRORS, replies
     errors = replies[:-1]
     assert len(errors) == 6 and all(reply[0] in "45" for reply in errors), replies

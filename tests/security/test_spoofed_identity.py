@@ -243,16 +243,17 @@ IMPERSONATIONS = [
 ]
 
 
-@pytest.mark.parametrize("command", IMPERSONATIONS)
 @pytest.mark.parametrize("when", ["before-ehlo", "after-ehlo"])
-def test_xclient_and_xforward_are_refused_and_change_nothing(secure_relay, smarthost, raw_client, command, when) -> None:
-    relay = secure_relay()
+def test_xclient_and_xforward_are_refused_and_change_nothing(secure_relay, smarthost, raw_client, when) -> None:
+    relay = secure_relay(frontend={"max_protocol_errors": "Unlimited"})
     client = raw_client(relay.port, DENIED)
     if when == "after-ehlo":
         client.ehlo()
-    reply = client.command(command)
-    assert 500 <= reply.code < 600, reply
-    assert client.nothing_more(), "a second reply (Postfix answers a successful XCLIENT with a new 220)"
+    for command in IMPERSONATIONS:
+        reply = client.command(command)
+        assert 500 <= reply.code < 600, (command, reply)
+        # Postfix answers a successful XCLIENT with a fresh 220 banner: no second reply may come.
+        assert client.in_step(), (command, client.replies[-1])
     assert_cannot_relay(client, DENIED)
     assert delivered(relay, smarthost) == []
 
