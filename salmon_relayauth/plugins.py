@@ -17,13 +17,21 @@ from . import hookspecs
 from .defaults import DEFAULT_PLUGINS
 from .hookspecs import PROJECT_NAME
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginLoadError", "make_plugin_manager"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginLoadError", "UnknownPluginError", "make_plugin_manager"]
 
 ENTRY_POINT_GROUP = "salmon_relayauth"
 
 
 class PluginLoadError(RuntimeError):
     """A plugin could not be loaded or does not match the hook specifications."""
+
+
+class UnknownPluginError(PluginLoadError):
+    """``disabled`` names a plugin that does not exist; ``names`` lists them."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 def make_plugin_manager(
@@ -47,8 +55,9 @@ def make_plugin_manager(
     known = set(DEFAULT_PLUGINS) | {ep.name for ep in found_entrypoints}
     unknown = sorted(blocked - known)
     if unknown:
-        raise PluginLoadError(
-            f"cannot disable unknown plugin(s) {', '.join(map(repr, unknown))}; known plugins: {', '.join(sorted(known))}"
+        raise UnknownPluginError(
+            f"cannot disable unknown plugin(s) {', '.join(map(repr, unknown))}; known plugins: {', '.join(sorted(known))}",
+            unknown,
         )
     extra = list(plugins)
     replacing = {name for name, _ in extra}

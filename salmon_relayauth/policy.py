@@ -29,7 +29,7 @@ from .model.decision import Decision
 from .model.limits import RateLimit
 from .model.rights import EffectiveRights, Grant
 from .model.session import SessionState
-from .plugins import make_plugin_manager
+from .plugins import UnknownPluginError, make_plugin_manager
 
 __all__ = ["RelayPolicy", "fold_decisions", "load_policy"]
 
@@ -185,7 +185,10 @@ def load_policy(path: str | Path, plugin_manager: pluggy.PluginManager | None = 
     result = read_config(path)
     if result.config is None:
         raise ConfigError(result.problems)
-    policy = RelayPolicy(result.config, plugin_manager)
+    try:
+        policy = RelayPolicy(result.config, plugin_manager)
+    except UnknownPluginError as error:
+        raise ConfigError(result.problems + [ConfigProblem(str(path), "[plugins]", "disabled", str(error))]) from error
     problems = result.problems + policy.plugin_problems()
     if any(problem.severity is Severity.ERROR for problem in problems):
         raise ConfigError(problems)

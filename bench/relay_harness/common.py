@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ def which(name: str) -> str | None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def wait_banner(host: str, port: int, timeout: float, alive=lambda: True) -> str:
+def wait_banner(host: str, port: int, timeout: float, alive: Callable[[], bool] = lambda: True) -> str:
     """Connect until the server greets (the banner line); raises TimeoutError."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def serve_salmon(port: int, directory: Path, backlog: int | None) -> None:
@@ -51,7 +52,7 @@ class _MaildirHandler:
         self.count = 0
         self.new_fd = os.open(directory / "new", os.O_RDONLY)
 
-    async def handle_DATA(self, server, session, envelope) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.count += 1
         name = f"{time.time_ns()}.P{os.getpid()}Q{self.count}.{self.host}"
         temp = self.directory / "tmp" / name

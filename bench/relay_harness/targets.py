@@ -20,12 +20,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import BinaryIO
 
 import tomlkit
-from importlib.metadata import entry_points
 
 from .common import wait_banner
 from .postfix import PostfixInstance
@@ -125,20 +125,20 @@ class Target:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def start(self, workdir: Path, port: int, sink_port: int) -> int:
         raise NotImplementedError
 
     def _spawn(self, command: list[str], workdir: Path, port: int, timeout: float = 30.0) -> int:
         self._log = open(workdir / "target.log", "ab")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
+        process = self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
         try:
-            wait_banner("127.0.0.1", port, timeout, alive=lambda: self.process.poll() is None)
+            wait_banner("127.0.0.1", port, timeout, alive=lambda: process.poll() is None)
         except Exception as error:
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {error}; {self.log_tail()}") from None
-        return self.process.pid
+        return process.pid
 
     def log_tail(self, lines: int = 3) -> str:
         if self.workdir is None or not (self.workdir / "target.log").exists():
@@ -210,9 +210,6 @@ class SalmonTarget(Target):
         if self.backlog is not None:
             command += ["--backlog", str(self.backlog)]
         return self._spawn(command, workdir, port)
-
-    def stop(self) -> None:
-        super().stop()
 
     def stored(self) -> int | None:
         new = self.workdir / "run" / "queue" / "new" if self.workdir else None

@@ -10,7 +10,7 @@ from typing import Any
 from ..config.loader import read_config
 from ..config.problems import ConfigProblem, Severity
 from ..model.connector import Connector, RelayConfig
-from ..plugins import PluginLoadError
+from ..plugins import PluginLoadError, UnknownPluginError
 from ..policy import RelayPolicy
 
 __all__ = ["register", "run"]
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             problems += RelayPolicy(result.config).plugin_problems()
         except PluginLoadError as error:
-            problems.append(ConfigProblem(str(args.config), "[plugins]", "", str(error)))
+            field = "disabled" if isinstance(error, UnknownPluginError) else ""
+            problems.append(ConfigProblem(str(args.config), "[plugins]", field, str(error)))
     errors = [problem for problem in problems if problem.severity is Severity.ERROR]
     config = result.config if not errors else None
     if args.json:

@@ -127,6 +127,8 @@ def read_config_text(text: str, source: str, base_dir: Path | None = None) -> Ch
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         return CheckResult(None, [ConfigProblem(source, "", "", f"invalid TOML: {error}")])
+    except RecursionError:
+        return CheckResult(None, [ConfigProblem(source, "", "", "invalid TOML: tables or arrays nested too deeply")])
     return _Reader(source, base_dir if base_dir is not None else Path(source).parent).read(data)
 
 
@@ -177,7 +179,7 @@ class _Reader:
         metrics = self.metrics(self.table(data.get("metrics", {}), "[metrics]"))
         raw_connectors = data.get("connectors")
         connectors: list[Connector] = []
-        if raw_connectors is None:
+        if raw_connectors is None or raw_connectors == []:
             self.problem("", "connectors", "no [[connectors]] defined: the relay would accept no connection")
         elif not isinstance(raw_connectors, list):
             self.problem("", "connectors", "must be an array of tables ([[connectors]])")

@@ -30,9 +30,9 @@ class ConfigProblem:
     severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
-        where = ": ".join(part for part in (self.source, self.section, self.field) if part)
+        where = ": ".join(_printable(part) for part in (self.source, self.section, self.field) if part)
         prefix = "warning: " if self.severity is Severity.WARNING else ""
-        return f"{where}: {prefix}{self.message}"
+        return f"{where}: {prefix}{_printable(self.message)}"
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -42,6 +42,13 @@ class ConfigProblem:
             "field": self.field,
             "message": self.message,
         }
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped, so a hostile key cannot forge lines of a report."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class ConfigError(ValueError):

@@ -137,6 +137,9 @@ def _check_domains(config: RelayConfig, report: Callable[[str, str, str], None])
         name = domain.domain[2:] if domain.domain.startswith("*.") else domain.domain
         if not is_hostname(name):
             report(f"accepted_domains[{index}]", "domain", f"{domain.domain!r} is not a domain name or '*.domain'")
+        elif "." not in name:
+            # "com" or "*.com" would make every recipient under a top-level domain local: an open relay.
+            report(f"accepted_domains[{index}]", "domain", f"{domain.domain!r} is a whole top-level domain, not one of yours")
         if domain.domain in seen:
             report(f"accepted_domains[{index}]", "domain", f"{domain.domain!r} is listed twice")
         seen.add(domain.domain)

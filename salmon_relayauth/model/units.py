@@ -73,6 +73,8 @@ def parse_timespan(value: object) -> timedelta:
     days, hours, minutes, seconds, fraction = match.groups()
     if int(minutes) > 59 or int(seconds) > 59 or int(hours) > 23:
         raise ValueError(f"{value!r} is not a timespan: hours run to 23, minutes and seconds to 59")
+    if int(days or 0) * 86400 > _MAX_SECONDS:
+        raise ValueError(f"{value!r} is longer than {_MAX_SECONDS // 86400} days")
     return timedelta(
         days=int(days or 0),
         hours=int(hours),

@@ -23,6 +23,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
@@ -538,7 +539,7 @@ def check_reply(decision: object) -> Decision:
     return decision
 
 
-def run_command(session: RelaySession, command: tuple) -> Decision | None:
+def run_command(session: RelaySession, command: tuple[Any, ...]) -> Decision | None:
     """One command, split the way the listener splits it (or handed over raw)."""
     verb = command[0]
     if verb in ("HELO", "EHLO"):
@@ -588,7 +589,7 @@ def run_command(session: RelaySession, command: tuple) -> Decision | None:
     script=[("AUTH", USER, PASSWORD), ("MAIL", "<>", "", False), ("RCPT", "<u@fabrikam.com>", "", False)],
 )
 def test_relay_session_under_random_commands(
-    policies: dict[str, RelayPolicy], which: str, client: str, local_port: int, greet: bool, script: list[tuple]
+    policies: dict[str, RelayPolicy], which: str, client: str, local_port: int, greet: bool, script: list[tuple[Any, ...]]
 ) -> None:
     policy = policies[which]
     session = RelaySession(policy, ConnectionInfo("10.1.1.1", local_port, client, 40000))

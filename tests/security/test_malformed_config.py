@@ -208,7 +208,7 @@ def check_runs(hostile_dir: Path) -> dict[Path, subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize("name", CLI_SAMPLES)
-def test_check_command_exits_1_with_the_message_and_no_traceback(name: str, check_runs: dict) -> None:
+def test_check_command_exits_1_with_the_message_and_no_traceback(name: str, check_runs: dict[Path, subprocess.CompletedProcess[str]]) -> None:
     path = CONFIGS / name
     expected = expected_of(path)
     completed = check_runs[path]
@@ -259,7 +259,7 @@ def nothing_listens_on(port: int) -> bool:
         client.settimeout(2)
         if client.connect_ex(("127.0.0.1", port)) != 0:
             return True
-        return client.getsockname() == client.getpeername()  # a self-connection is not a listener
+        return bool(client.getsockname() == client.getpeername())  # a self-connection is not a listener
 
 
 def relay_threads() -> set[str]:
@@ -382,7 +382,7 @@ def test_hostile_file_gives_a_clear_problem(name: str, hostile_dir: Path) -> Non
 
 
 @pytest.mark.parametrize("name", CLI_HOSTILE)
-def test_check_command_on_hostile_files_exits_1_without_traceback(name: str, hostile_dir: Path, check_runs: dict) -> None:
+def test_check_command_on_hostile_files_exits_1_without_traceback(name: str, hostile_dir: Path, check_runs: dict[Path, subprocess.CompletedProcess[str]]) -> None:
     path = hostile_dir / f"{name}.toml"
     completed = check_runs[path]
     assert "Traceback" not in completed.stderr, completed.stderr[-600:]

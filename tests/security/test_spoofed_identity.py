@@ -314,8 +314,12 @@ def test_a_helo_name_never_costs_an_allowed_host_its_right(secure_relay, smartho
 def test_the_externally_secured_port_ignores_claimed_names(secure_relay, smarthost, raw_client) -> None:
     """A host not listed on the externally secured connector gets no session there, whatever it says."""
     relay = secure_relay()
-    client = raw_client(relay.port2, DENIED, banner=False)
-    client.send(b"EHLO exchange.contoso.com\r\nXCLIENT ADDR=127.0.0.10\r\n" + proxy_v1(ALLOWED, relay.port2))
-    replies = [reply.first for reply in client.replies_until_closed(5)]
-    assert replies == ["421 4.3.2 Service not available, closing transmission channel"]
+    client = raw_client(relay.port2, DENIED)
+    assert client.banner is not None
+    assert client.banner.first == "421 4.3.2 Service not available, closing transmission channel"
+    try:
+        client.send(b"EHLO exchange.contoso.com\r\nXCLIENT ADDR=127.0.0.10\r\n" + proxy_v1(ALLOWED, relay.port2))
+    except OSError:
+        pass
+    assert client.replies_until_closed(5) == []
     assert delivered(relay, smarthost) == []

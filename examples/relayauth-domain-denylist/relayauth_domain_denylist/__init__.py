@@ -113,7 +113,8 @@ def read_settings(config: RelayConfig) -> tuple[DenyList | None, list[ConfigProb
     for key in table:
         if key not in _KEYS:
             close = difflib.get_close_matches(str(key), _KEYS, n=1)
-            problem(str(key), "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            shown = str(key) if str(key).isprintable() else ascii(key)  # a key must not forge output lines
+            problem(shown, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
     if "domains" not in table:
         problem("domains", "is required: list the recipient domains to refuse")
     domains = _strings(table.get("domains", []), "domains", problem)

@@ -243,6 +243,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, relayauth_plugin_mana
     )
 
 
+def test_an_unknown_key_with_a_line_break_is_shown_escaped(relayauth_plugin_manager: Any) -> None:
+    session = printer_session(relayauth_plugin_manager, {"domains": ["gmail.com"], "x\nforged: line": 1})
+    problems = session.policy.plugin_problems()
+    assert [(p.section, p.field) for p in problems] == [(SECTION, "'x\\nforged: line'")]
+
+
 def test_an_empty_list_is_only_a_warning(tmp_path: Path, relayauth_plugin_manager: Any) -> None:
     path = tmp_path / "relay.toml"
     path.write_text(BASE.replace("{port}", "2525").replace("{smarthost_port}", "2526") + "[plugins.domain_denylist]\ndomains = []\n")
