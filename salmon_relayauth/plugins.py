@@ -44,8 +44,9 @@ def make_plugin_manager(
 
     :param plugins: extra ``(name, plugin)`` pairs, registered last (so asked first by firstresult hooks).
     :param disabled: names of default or entry-point plugins to block; an unknown name is an error,
-        since a misspelt name would leave the plugin meant to be off running. A plugin in ``plugins``
-        with a disabled name replaces the one disabled.
+        since a misspelt name would leave the plugin meant to be off running.
+
+    A plugin in ``plugins`` with the name of a default or installed plugin replaces it.
     :param load_entrypoints: load the plugins published in the ``salmon_relayauth`` entry-point group.
     """
     manager = pluggy.PluginManager(PROJECT_NAME)
@@ -64,10 +65,10 @@ def make_plugin_manager(
     for name in blocked - replacing:  # a caller's plugin of the same name replaces the one blocked
         manager.set_blocked(name)
     for name, plugin_class in DEFAULT_PLUGINS.items():
-        if name not in blocked:
+        if name not in blocked and name not in replacing:
             _register(manager, plugin_class(), name)
     for entry_point in found_entrypoints:
-        if entry_point.name not in blocked:
+        if entry_point.name not in blocked and entry_point.name not in replacing:
             _register(manager, _load(entry_point), entry_point.name)
     for name, plugin in extra:
         _register(manager, plugin, name)

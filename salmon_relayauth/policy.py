@@ -45,7 +45,14 @@ def fold_decisions(decisions: Iterable[Decision | None], when_silent: Decision) 
     decided = [decision for decision in decisions if decision is not None]
     if not decided:
         return when_silent
-    return max(decided, key=lambda d: (d.severity, d.code, d.status, d.text, d.source, d.reason))
+    return max(decided, key=_severity_order)
+
+
+def _severity_order(decision: Decision) -> tuple[int, int, bool, str, str, str, str]:
+    # Between equally severe replies the built-in reason is shown (a host that may not relay hears
+    # "Unable to relay", not a plugin's text), then the values decide, never the plugins' order.
+    builtin = decision.source.startswith("relayauth.")
+    return (decision.severity, decision.code, builtin, decision.status, decision.text, decision.source, decision.reason)
 
 
 class RelayPolicy:
@@ -53,7 +60,11 @@ class RelayPolicy:
 
     def __init__(self, config: RelayConfig, plugin_manager: pluggy.PluginManager | None = None) -> None:
         self.config = config
-        self.plugin_manager = plugin_manager or make_plugin_manager(disabled=config.plugins.disabled)
+        if plugin_manager is None:
+            plugin_manager = make_plugin_manager(disabled=config.plugins.disabled)
+        else:
+            _block(plugin_manager, config.plugins.disabled)
+        self.plugin_manager = plugin_manager
         self.hook = self.plugin_manager.hook
         self.index = ConnectorIndex.build(config.connectors, source=MostSpecificSelection.name)
         self.domains = AcceptedDomains(config.accepted_domains)
@@ -177,6 +188,15 @@ class RelayPolicy:
                     )
                 )
         return problems
+
+
+def _block(manager: pluggy.PluginManager, names: Iterable[str]) -> None:
+    """Apply ``[plugins] disabled`` to a plugin manager made elsewhere (tests, embedding apps)."""
+    for name in names:
+        if manager.get_plugin(name) is None and not manager.is_blocked(name):
+            known = sorted(manager_name for manager_name, _ in manager.list_name_plugin() if manager_name)
+            raise UnknownPluginError(f"cannot disable unknown plugin {name!r}; known plugins: {', '.join(known)}", [name])
+        manager.set_blocked(name)
 
 
 def load_policy(path: str | Path, plugin_manager: pluggy.PluginManager | None = None) -> RelayPolicy:

@@ -10,7 +10,9 @@ Fixtures:
 - ``smtp_client``: a factory for ``smtplib.SMTP`` connected from a chosen source address
   (any 127.x address poses as another client).
 
-The project's own end-to-end tests use these same fixtures.
+The project's own end-to-end tests use these same fixtures. Connectors hold error replies to
+unauthenticated clients for ``tarpit_interval`` (five seconds by default, as in Exchange): set
+``tarpit_interval = "00:00:00"`` in test configurations that expect refusals, or the tests crawl.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .common import TreeMeter, free_port, which
+from .common import TreeMeter, free_port, wait_banner, which
 from .targets import HELO, RECIPIENT, SENDER, Target
 
 _SINK_COUNT = re.compile(rb"mesg=(\d+)")
@@ -66,6 +66,11 @@ class Sink:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors)
         assert self.process.stdout is not None
         self.counter = Counter(self.process.stdout, _SINK_COUNT)
+        try:  # listening before any target may deliver (a refused first delivery would be retried much later)
+            wait_banner("127.0.0.1", self.port, 10, alive=lambda: self.process.poll() is None)
+        except Exception:
+            self.stop()
+            raise
 
     @property
     def count(self) -> int:
@@ -128,10 +133,6 @@ class Cell:
     sessions: int
     recipients: int
     reuse: bool
-
-    @property
-    def label(self) -> str:
-        return f"{'connection reuse' if self.reuse else 'new connection per message'}"
 
 
 @dataclass

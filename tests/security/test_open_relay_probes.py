@@ -296,6 +296,32 @@ def test_a_source_route_through_an_external_host_to_a_local_mailbox_is_dropped(s
     assert [message.rcpt_tos for message in received] == [("victim@contoso.com",)]
 
 
+def test_the_envelope_handed_to_the_smarthost_carries_no_source_route(secure_relay, smarthost, raw_client) -> None:
+    """The recording smarthost (aiosmtpd) itself strips a source route when it parses RCPT, so
+    the check above cannot see one. Here the smarthost defers every recipient, which keeps the
+    message in the relay's queue, and the queued envelope (exactly what delivery sends as
+    ``RCPT TO:<...>``) is read instead."""
+    for address in ("victim@external.example", "kate@fabrikam.com", "victim@contoso.com"):
+        smarthost.replies[address] = ["451 4.3.0 Try again later"]
+    relay = secure_relay()
+    sessions = [
+        (ALLOWED, ["<@contoso.com:victim@external.example>", "<@relay.contoso.com,@contoso.com:kate@fabrikam.com>"]),
+        (DENIED, ["<@external.example:victim@contoso.com>"]),
+    ]
+    for source, recipients in sessions:
+        client = raw_client(relay.port, source)
+        client.ehlo("printer.contoso.com")
+        assert client.command("MAIL FROM:<printer@contoso.com>").code == 250
+        for recipient in recipients:
+            assert client.command(f"RCPT TO:{recipient}").code == 250, recipient
+        assert client.command("DATA").code == 354
+        client.send(b"Subject: routed\r\n\r\nheld in the queue\r\n.\r\n")
+        assert client.reply().code == 250
+        client.command("QUIT")
+    queued = sorted(envelope.recipients for envelope in relay.queue.list())
+    assert queued == [("victim@contoso.com",), ("victim@external.example", "kate@fabrikam.com")]
+
+
 @pytest.mark.parametrize(
     "recipient, forwarded",
     [
