@@ -208,6 +208,8 @@ class RelayReceiver:
         future.result()
         if self.metrics_server is not None:
             asyncio.run_coroutine_threadsafe(self.metrics_server.stop(), self.loop).result()
+        if self.server.throttle is not None:
+            asyncio.run_coroutine_threadsafe(self.server.throttle.close(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self._thread = None

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer
 
+from salmon_relayauth.throttling.gate import ThrottleGate
+
 from salmon_relayauth.testing import RecordingSmarthost, free_port
 
 CONFIG = """
@@ -159,8 +161,10 @@ def test_two_relays_share_one_rate_and_survive_redis_going_away(
         assert relay.log_mentions("counting limits in this process only")
         assert relay.log_mentions(f"127.0.0.1:{redis_server.port}")
 
-    # Redis is back (empty) on the same port: the shared budget applies again.
+    # Redis is back (empty) on the same port: the shared budget applies again once each relay tries
+    # the store again (it leaves a failed store alone for ThrottleGate.RETRY_AFTER seconds).
     redis_server.start()
+    time.sleep(ThrottleGate.RETRY_AFTER + 0.3)
     assert [relay.send(next(numbers)).startswith(ACCEPTED) for relay in (b, a, b, a)] == [True] * 4
     assert b.send(next(numbers)) == RATE_EXCEEDED
     assert a.send(next(numbers)) == RATE_EXCEEDED

@@ -27,19 +27,30 @@ class ThrottleGate:
     ``451 4.3.2`` so clients retry later. Either way the log says so (at most every 30 seconds).
     """
 
+    # After a failure the store is left alone this long, so an unreachable Redis host does not cost
+    # every MAIL FROM a network timeout.
+    RETRY_AFTER = 1.0
+
     def __init__(self, store: ThrottleStore, fallback: MemoryThrottleStore | None = None) -> None:
         self.store = store
         self.fallback = fallback
         self._last_warning = 0.0
+        self._down_until = 0.0
+        self._down_error = ThrottleUnavailable("")
 
     async def consume(self, limits: Sequence[RateLimit], failure: BackendFailure) -> RateVerdict:
         if not limits:
             return RateVerdict()
         try:
+            if self.fallback is not None and time.monotonic() < self._down_until:
+                raise self._down_error
             return await self.store.consume(limits)
         except ThrottleUnavailable as error:
             if self.fallback is None:
                 raise
+            if time.monotonic() >= self._down_until:
+                self._down_until = time.monotonic() + self.RETRY_AFTER
+                self._down_error = error
             self._warn(error, failure)
             if failure is BackendFailure.REFUSE:
                 refusal = replace(_UNAVAILABLE, reason=f"throttling store unavailable: {error}")
