@@ -83,6 +83,8 @@ class RelaySession:
     def helo(self, hostname: str, extended: bool = True) -> Decision:
         """EHLO/HELO: the first line of the reply (the listener adds the ESMTP keywords)."""
         connector = self.session.connector
+        if not (hostname.isascii() and hostname.isprintable()):
+            return reply("invalid_helo", f"control or non-ASCII characters in {hostname!r}", _SESSION)
         if connector.require_ehlo_domain and not hostname.strip():
             return reply("ehlo_requires_domain" if extended else "helo_requires_domain", "require_ehlo_domain", _SESSION)
         self.greeted = True

@@ -171,7 +171,7 @@ def test_sender_already_specified():
 
 def test_invalid_sender_address():
     session = start(make_config(**ANONYMOUS_RELAY))
-    assert session.mail("chris@@contoso.com").render() == "550 5.1.7 Invalid address"
+    assert session.mail("chris@@contoso.com").render() == "501 5.1.7 Invalid address"
     assert session.sender is None
 
 

@@ -27,19 +27,19 @@ def ensure_tools(install: bool) -> tuple[bool, str]:
         return False, "not installed (--no-install)"
     if os.geteuid() != 0:
         return False, f"not installed, and not running as root to '{INSTALL_COMMAND}'"
+    if not (which("apt-get") and which("debconf-set-selections")):
+        return False, "not installed, and this is not a Debian system (no apt-get / debconf-set-selections)"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", PATH=os.environ.get("PATH", "") + ":" + SBIN_PATH)
     selections = "postfix postfix/main_mailer_type select No configuration\n"
     subprocess.run(["debconf-set-selections"], input=selections, text=True, env=env, check=False)
-    steps = [["apt-get", "install", "-y", "-q", "postfix"]]
-    for step in steps:
-        result = subprocess.run(step, env=env, capture_output=True, text=True)
-        if result.returncode != 0 and "apt-get" in step[0]:
-            # The package lists may be missing in a fresh container: update once and retry.
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
-            result = subprocess.run(step, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            return False, f"'{' '.join(step)}' failed: {' | '.join(tail)}"
+    install_cmd = ["apt-get", "install", "-y", "-q", "postfix"]
+    result = subprocess.run(install_cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:  # the package lists may be missing in a fresh container: update, try again
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+        result = subprocess.run(install_cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        return False, f"'{' '.join(install_cmd)}' failed: {' | '.join(tail)}"
     if all(which(name) for name in ("postfix", "smtp-source", "smtp-sink")):
         return True, f"installed now ({INSTALL_COMMAND})"
     return False, "the postfix package installed, but smtp-source / smtp-sink are missing"

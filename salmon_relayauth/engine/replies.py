@@ -21,7 +21,10 @@ REPLIES: dict[str, tuple[int, str, str]] = {
     "need_rcpt": (503, "5.5.2", "Need rcpt command"),
     "sender_already_specified": (503, "5.5.2", "Sender already specified"),
     "sender_ok": (250, "2.1.0", "Sender OK"),
-    "invalid_sender": (550, "5.1.7", "Invalid address"),
+    # A syntax error (501, as RFC 5321 and Exchange's reply table have it), so it counts against
+    # max_protocol_errors; the telnet walk-through's 550 spelling is a policy refusal.
+    "invalid_sender": (501, "5.1.7", "Invalid address"),
+    "invalid_helo": (501, "5.5.4", "Invalid domain name"),
     "not_authenticated": (530, "5.7.1", "Client was not authenticated"),
     "cannot_submit": (550, "5.7.1", "Client does not have permissions to submit to this server"),
     "anonymous_cannot_send_as": (550, "5.7.1", "Anonymous client does not have permissions to send as this sender"),

@@ -69,6 +69,9 @@ class ConnectorSMTP(SMTP):
         self._closed_locally = False
         self.logs: SessionLogs | None = None
         self._command = ""  # the command being answered, for the decision log
+        # Command lines end with CRLF only: a bare LF inside a line never starts another command.
+        reader: asyncio.StreamReader = self._strong_reader  # type: ignore[attr-defined]
+        reader.__class__ = _CRLFStreamReader
         self._smtp_methods = _CommandTable(
             {name: self._logged(name, method) for name, method in self._smtp_methods.items()},
             self._logged("UNKNOWN", self._unrecognized),
@@ -269,6 +272,7 @@ class ConnectorSMTP(SMTP):
         """Every reply passes here: error replies are tarpitted and counted against the limits."""
         guard = self.guard
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
+        text = status = _AIOSMTPD_REPLIES.get(text, text)
         if self.logs is not None:
             self.logs.sent(text)
         code = int(text[:3]) if text[:3].isdigit() and text[3:4] != "-" else 0
@@ -517,6 +521,22 @@ class ConnectorSMTP(SMTP):
         if text == "*":
             raise _AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
         return text
+
+
+class _CRLFStreamReader(asyncio.StreamReader):
+    """aiosmtpd reads command lines with ``readuntil()``, whose default separator is a bare LF."""
+
+    async def readuntil(self, separator: Any = b"\r\n") -> bytes:
+        return await super().readuntil(separator)
+
+
+# aiosmtpd's own replies to malformed lines, in the relay's spelling (no "Error" and no Python words).
+_AIOSMTPD_REPLIES = {
+    "500 Error: bad syntax": "500 5.5.2 Syntax error, command unrecognized",
+    "500 Error: strict ASCII mode": "500 5.5.2 Syntax error, command contains non-ASCII characters",
+    "500 Command line too long": "500 5.5.2 Command too long",
+    "554 Command refused due to lack of security": "554 5.7.3 Unable to initialize security subsystem",
+}
 
 
 class _CommandTable(dict[str, Any]):

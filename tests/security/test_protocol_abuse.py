@@ -16,8 +16,6 @@ one of Exchange's replies).
 from __future__ import annotations
 
 import re
-import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -392,7 +390,7 @@ def test_starttls_on_a_connector_without_tls_is_refused(secure_relay, raw_client
 # -- idle and slow clients -------------------------------------------------------------------------
 
 FAST_TIMEOUTS = {"connection_inactivity_timeout": "00:00:01", "connection_timeout": "00:00:10"}
-CUT_OFF_WITHIN = 2.2  # seconds: the 1 s inactivity timeout, with room for a loaded machine
+CUT_OFF_WITHIN = 3.0  # seconds: the 1 s inactivity timeout, with room for a loaded machine
 
 
 def timed_relay(secure_relay, **more):
@@ -448,9 +446,11 @@ def test_a_client_dripping_message_data_is_cut_off(secure_relay, smarthost, raw_
     client.command("RCPT TO:<kate@fabrikam.com>")
     assert client.command("DATA").code == 354
     started = time.monotonic()
-    client.drip(b"Subject: slow\r\n\r\n" + b"x" * 40, 0.2)
+    # One byte, then a pause longer than the inactivity timeout: the relay hangs up meanwhile.
+    client.drip(b"Subject: slow\r\n", 1.2)
     assert client.is_closed(1.0)
     assert time.monotonic() - started < CUT_OFF_WITHIN + 0.5
+    assert client.transcript[-1:] == [IDLE_TIMEOUT]
     assert delivered(relay, smarthost) == []
 
 
@@ -595,7 +595,7 @@ def test_a_well_behaved_client_is_served_while_abusive_clients_run(secure_relay,
                 client.quit()
             finally:
                 client.close()
-            assert time.monotonic() - started < 3.0, "the well-behaved client waited too long"
+            assert time.monotonic() - started < 5.0, "the well-behaved client waited too long"
     finally:
         stop.set()
         abuser.join(10)

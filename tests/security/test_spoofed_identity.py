@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from pathlib import Path
 
 import pytest
 
