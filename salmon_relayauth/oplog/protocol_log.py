@@ -72,6 +72,7 @@ class ProtocolLog:
         self._lock = threading.Lock()
         self._file: io.TextIOWrapper | None = None
         self._path: Path | None = None
+        self._size = 0  # of the current file, kept here rather than asked of the file system per event
         self._day = ""
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -97,12 +98,13 @@ class ProtocolLog:
             handle = self._handle(now, len(line))
             handle.write(line)
             handle.flush()
+            self._size += len(line)
 
     def _handle(self, now: datetime, incoming: int) -> io.TextIOWrapper:
         day = now.strftime("%Y%m%d")
         assert self._path is not None or self._file is None
         if self._file is not None and self._path is not None and day == self._day:
-            if self._path.stat().st_size + incoming <= self.max_file_size:
+            if self._size + incoming <= self.max_file_size:
                 return self._file
         if self._file is not None:
             self._file.close()
@@ -110,10 +112,12 @@ class ProtocolLog:
         self._path = self._next_path(day)
         self._file = open(self._path, "a", encoding="utf-8", newline="")
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        self._file.write(
+        header = (
             f"#Software: salmon-relayauth\r\n#Version: {self.version}\r\n#Log-Type: SMTP Receive Protocol Log\r\n"
             f"#Date: {stamp}\r\n#Fields: {FIELDS}\r\n"
         )
+        self._file.write(header)
+        self._size = len(header)
         self._prune(now)
         return self._file
 

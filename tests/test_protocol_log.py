@@ -1,0 +1,77 @@
+"""The protocol log writer: Exchange's header, rolling by size and date, pruning by age and total size."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+from salmon_relayauth.model.enums import Right
+from salmon_relayauth.oplog import ProtocolLog, permission_flags
+
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write(log: ProtocolLog, count: int, data: str = "x" * 50) -> None:
+    for number in range(count):
+        log.event("relay\\Connector", "0123456789ABCDEF", number, "127.0.0.1:25", "127.0.0.10:4000", "<", data)
+
+
+def test_header_and_csv_quoting(tmp_path) -> None:
+    log = ProtocolLog(tmp_path, clock=Clock(1_800_000_000.25), version="0.1.0")
+    log.event("relay\\Connector", "0123456789ABCDEF", 0, "127.0.0.1:25", "127.0.0.10:4000", ">", "220 relay, ready\r\nEVIL")
+    log.close()
+    (path,) = tmp_path.glob("RECV*.LOG")
+    assert path.name == "RECV20270115-1.LOG"
+    lines = path.read_bytes().decode().split("\r\n")
+    assert lines[:3] == ["#Software: salmon-relayauth", "#Version: 0.1.0", "#Log-Type: SMTP Receive Protocol Log"]
+    assert lines[3] == "#Date: 2027-01-15T08:00:00.250Z"
+    assert lines[5] == '2027-01-15T08:00:00.250Z,relay\\Connector,0123456789ABCDEF,0,127.0.0.1:25,127.0.0.10:4000,>,"220 relay, ready  EVIL",'
+
+
+def test_rolls_by_size_and_by_date(tmp_path) -> None:
+    clock = Clock(time.time())  # pruning compares file times, so stay near the real clock
+    today = datetime.fromtimestamp(clock.now, timezone.utc).strftime("%Y%m%d")
+    log = ProtocolLog(tmp_path, max_file_size=2_000, clock=clock)
+    write(log, 40)
+    names = sorted(path.name for path in tmp_path.glob("RECV*.LOG"))
+    assert len(names) >= 2 and all(name.startswith(f"RECV{today}-") for name in names)
+    assert all(path.stat().st_size <= 2_000 for path in tmp_path.glob("RECV*.LOG"))
+    clock.now += DAY
+    write(log, 1)
+    tomorrow = datetime.fromtimestamp(clock.now, timezone.utc).strftime("%Y%m%d")
+    assert (tmp_path / f"RECV{tomorrow}-1.LOG").exists()
+    log.close()
+
+
+def test_prunes_by_age_and_total_size(tmp_path) -> None:
+    clock = Clock(time.time())
+    old = tmp_path / "RECV20261201-1.LOG"
+    old.write_text("#old\r\n")
+    os.utime(old, (clock.now - 40 * DAY, clock.now - 40 * DAY))
+    recent = tmp_path / "RECV20270114-1.LOG"
+    recent.write_text("#recent\r\n" * 10)
+    os.utime(recent, (clock.now - DAY, clock.now - DAY))
+    log = ProtocolLog(tmp_path, max_age=timedelta(days=30), max_directory_size=10_000_000, clock=clock)
+    write(log, 1)
+    assert not old.exists() and recent.exists()
+    log.close()
+    small = ProtocolLog(tmp_path, max_file_size=1_000, max_directory_size=3_000, clock=clock)
+    write(small, 200)
+    small.close()
+    total = sum(path.stat().st_size for path in tmp_path.glob("RECV*.LOG"))
+    assert total <= 3_000 + 1_000  # the file being written is never pruned
+    assert not recent.exists()  # the oldest went first
+
+
+def test_permission_flags_in_exchange_order() -> None:
+    rights = {Right.ACCEPT_HEADERS_ROUTING, Right.SMTP_SUBMIT, Right.SMTP_ACCEPT_ANY_SENDER}
+    assert permission_flags(rights) == "SMTPSubmit SMTPAcceptAnySender AcceptRoutingHeaders"
