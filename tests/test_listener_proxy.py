@@ -246,11 +246,12 @@ def test_untrusted_peer_keeps_the_rights_of_its_real_address(live_relay, smartho
             + b"EHLO printer\r\nMAIL FROM:<chris@contoso.com>\r\nRCPT TO:<kate@fabrikam.com>\r\nDATA\r\n"
         )
         replies = read_until_closed(sock).decode("ascii", "replace").splitlines()
-    # v1 gets 554; the v2 signature ends in "QUIT\n", which a plain SMTP server obeys. Either way the
-    # connection ends and the claimed address was never adopted.
+    # v1 gets 554. The binary v2 header is a run of malformed lines (commands end with CRLF only, so
+    # its "QUIT\n" is no command): they count as protocol errors until the relay closes with 421.
+    # Either way the connection ends and the claimed address was never adopted.
     assert replies[0].startswith("220 ")
     assert not any("127.0.0.10" in line or line.startswith(("250", "354")) for line in replies)
-    assert replies[-1].startswith(("554 5.7.1 ", "221 "))
+    assert replies[-1].startswith(("554 5.7.1 ", "421 4.7.0 "))
     sock = connect(UNTRUSTED, relay.port)
     client, code, _ = smtp_over(sock)
     assert code == 220

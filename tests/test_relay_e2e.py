@@ -144,3 +144,27 @@ def test_no_connector_refuses_with_421(live_relay) -> None:
         smtplib.SMTP("127.0.0.1", relay.port, source_address=("127.0.1.5", 0), timeout=10)
     assert caught.value.smtp_code == 421
     assert b"4.3.2" in caught.value.smtp_error
+
+
+def test_a_client_sending_a_large_message_steadily_is_not_idle(live_relay, smarthost) -> None:
+    import time
+
+    relay = live_relay(
+        RELAY_CONFIG.replace(
+            'remote_ip_ranges = ["127.0.0.10", "127.0.0.11"]',
+            'remote_ip_ranges = ["127.0.0.10", "127.0.0.11"]\nconnection_inactivity_timeout = "00:00:01"\nconnection_timeout = "00:00:30"',
+        )
+    )
+    with socket.create_connection(("127.0.0.1", relay.port), source_address=("127.0.0.10", 0), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        for command in (b"HELO printer", b"MAIL FROM:<chris@contoso.com>", b"RCPT TO:<kate@fabrikam.com>", b"DATA"):
+            sock.sendall(command + b"\r\n")
+            reply = reader.readline()
+        assert reply.startswith(b"354")
+        for line in range(6):  # 2.4 s of sending, more than twice the inactivity timeout
+            sock.sendall(b"line %d of a long report\r\n" % line)
+            time.sleep(0.4)
+        sock.sendall(b".\r\n")
+        assert reader.readline().startswith(b"250 2.6.0")
+    assert len(smarthost.wait_for(1)) == 1

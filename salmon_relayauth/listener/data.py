@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["DataOutcome", "read_data"]
@@ -26,9 +27,15 @@ class DataOutcome:
     bare_line_ends: bool = False
 
 
-async def read_data(reader: asyncio.StreamReader, size_limit: int | None, reject_bare_line_ends: bool) -> DataOutcome:
+async def read_data(
+    reader: asyncio.StreamReader,
+    size_limit: int | None,
+    reject_bare_line_ends: bool,
+    on_progress: Callable[[], None] | None = None,
+) -> DataOutcome:
     """Read up to the end marker. Past ``size_limit`` the rest is read and discarded, so the
-    reply can come after the end marker as RFC 5321 §4.2.5 wants."""
+    reply can come after the end marker as RFC 5321 §4.2.5 wants. ``on_progress`` is called for
+    every line received (a client sending a large message steadily is not idle)."""
     lines: list[bytes] = []
     fragments: list[bytes] = []
     size = 0
@@ -40,6 +47,8 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None, reject
             chunk = await reader.read(overrun.consumed)  # a long line: keep reading it in pieces
         except asyncio.IncompleteReadError as error:
             raise ConnectionResetError("connection closed during DATA") from error
+        if on_progress is not None:
+            on_progress()
         if not fragments and chunk == b".\r\n":
             break
         size += len(chunk)

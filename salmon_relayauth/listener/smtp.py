@@ -452,7 +452,7 @@ class ConnectorSMTP(SMTP):
         await self.push(decision.render(enhanced_status_codes=False))
         state, connector = relay.session, relay.session.connector
         limit = None if Right.BYPASS_MESSAGE_SIZE_LIMIT in state.rights else connector.max_message_size
-        outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled)
+        outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled, self._reset_timeout)
         if outcome.too_big:
             relay.reset()
             await self.reply(reply("message_too_big", f"message over {limit} bytes", _SOURCE))
