@@ -5,10 +5,8 @@ from __future__ import annotations
 import email
 import email.message
 import logging
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -419,24 +417,25 @@ def test_login_and_passwords_never_logged(tmp_path: Path, clock: Clock, caplog: 
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A server certificate for 127.0.0.1 and key, and the CA that signed it (trustme)."""
+    import trustme
+
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    cert, key, ca = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca))
+    return cert, key, ca
 
 
-def test_starttls_is_used_and_never_skipped(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+def test_starttls_is_used_and_never_skipped(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path, Path]) -> None:
+    cert, key, ca = certificate
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+    client_context = ssl.create_default_context(cafile=str(ca))
     queue = MessageQueue(tmp_path)
     queued(queue, clock)
 
@@ -460,8 +459,8 @@ def test_starttls_is_used_and_never_skipped(tmp_path: Path, clock: Clock, certif
     assert [t.tls for t in secure.transactions] == [True] and len(queue) == 0
 
 
-def test_implicit_tls(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+def test_implicit_tls(tmp_path: Path, clock: Clock, certificate: tuple[Path, Path, Path]) -> None:
+    cert, key, ca = certificate
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     queue = MessageQueue(tmp_path)
@@ -470,7 +469,7 @@ def test_implicit_tls(tmp_path: Path, clock: Clock, certificate: tuple[Path, Pat
     controller = serve(server, port, ssl_context=server_context)
     try:
         settings = SmarthostSettings(host="127.0.0.1", port=port, ssl=True)
-        worker_for(queue, settings, clock, tls_context=ssl.create_default_context(cafile=str(cert))).run_once()
+        worker_for(queue, settings, clock, tls_context=ssl.create_default_context(cafile=str(ca))).run_once()
     finally:
         controller.stop()
     assert len(server.transactions) == 1 and len(queue) == 0
