@@ -10,26 +10,25 @@ limits and every reply.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
 
+from ..engine.limits import source_key
 from ..engine.replies import reply
-from ..model.addresses import AddressError, client_address
+from ..metrics import DecisionOutcome
 from ..model.connection import ConnectionInfo
 from ..model.decision import Decision
 from ..model.enums import AuthMechanism, Right, SizeMode
-from ..policy import RelayPolicy
 from ..session import RelaySession
-from ..engine.limits import source_key
 from .arguments import ArgumentError, split_path_argument
+from .auth_exchange import AuthAbort, read_credentials
+from .compat import AIOSMTPD_REPLIES, CommandTable, CRLFStreamReader, plain_address
 from .data import read_data
+from .dry_run import dry_run_session
 from .guard import SessionGuard
-from ..metrics import DecisionOutcome
 from .session_log import SessionLogs
 
 if TYPE_CHECKING:
@@ -71,8 +70,8 @@ class ConnectorSMTP(SMTP):
         self._command = ""  # the command being answered, for the decision log
         # Command lines end with CRLF only: a bare LF inside a line never starts another command.
         reader: asyncio.StreamReader = self._strong_reader  # type: ignore[attr-defined]
-        reader.__class__ = _CRLFStreamReader
-        self._smtp_methods = _CommandTable(
+        reader.__class__ = CRLFStreamReader
+        self._smtp_methods = CommandTable(
             {name: self._logged(name, method) for name, method in self._smtp_methods.items()},
             self._logged("UNKNOWN", self._unrecognized),
         )
@@ -106,7 +105,7 @@ class ConnectorSMTP(SMTP):
             # The real client comes in the PROXY header; the session opens in _Handler.handle_PROXY.
             self._proxy_timeout = self.server.policy.config.proxy.timeout.total_seconds()
             return
-        self.open_session(ConnectionInfo(_plain(local[0]), local[1], _plain(peer[0]), peer[1]))
+        self.open_session(ConnectionInfo(plain_address(local[0]), local[1], plain_address(peer[0]), peer[1]))
 
     def open_session(self, connection: ConnectionInfo, proxied_by: str | None = None) -> Decision:
         """Select the connector and prepare the banner (or the refusal) for this connection."""
@@ -153,7 +152,7 @@ class ConnectorSMTP(SMTP):
         self._reset_timeout()  # aiosmtpd started its default timer before the connector was known
         self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
         self.logs.connected()
-        self.dry_run = _dry_run_session(policy, connection, self.relay)
+        self.dry_run = dry_run_session(policy, connection, self.relay)
         if self.dry_run is not None:
             self.logs.decision(
                 greeting,
@@ -272,7 +271,7 @@ class ConnectorSMTP(SMTP):
         """Every reply passes here: error replies are tarpitted and counted against the limits."""
         guard = self.guard
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
-        text = status = _AIOSMTPD_REPLIES.get(text, text)
+        text = status = AIOSMTPD_REPLIES.get(text, text)
         if self.logs is not None:
             self.logs.sent(text)
         code = int(text[:3]) if text[:3].isdigit() and text[3:4] != "-" else 0
@@ -487,8 +486,8 @@ class ConnectorSMTP(SMTP):
             return
         mechanism, _, initial = (arg or "").partition(" ")
         try:
-            credentials = await self._credentials(mechanism.upper(), initial.strip())
-        except _AuthAbort as abort:
+            credentials = await read_credentials(mechanism.upper(), initial.strip(), self._challenge)
+        except AuthAbort as abort:
             await self.reply(abort.decision)
             return
         outcome = relay.authenticate(*credentials)
@@ -499,19 +498,6 @@ class ConnectorSMTP(SMTP):
             if self.logs is not None:
                 self.logs.permissions()
 
-    async def _credentials(self, mechanism: str, initial: str) -> tuple[str, str]:
-        if mechanism == "PLAIN":
-            response = initial if initial and initial != "=" else await self._challenge("")
-            parts = _decode(response).split("\0")
-            if len(parts) != 3:
-                raise _AuthAbort(Decision(501, "5.5.2", "Cannot decode response", "AUTH PLAIN not three fields", _SOURCE))
-            return parts[1], parts[2]
-        if mechanism == "LOGIN":
-            username = _decode(initial) if initial else _decode(await self._challenge("VXNlcm5hbWU6"))
-            password = _decode(await self._challenge("UGFzc3dvcmQ6"))
-            return username, password
-        raise _AuthAbort(reply("auth_unrecognized", f"mechanism {mechanism!r}", _SOURCE))
-
     async def _challenge(self, prompt: str) -> str:
         await self.push(f"334 {prompt}".rstrip() if prompt else "334 ")
         line = await self._reader.readline()
@@ -519,73 +505,8 @@ class ConnectorSMTP(SMTP):
         if self.logs is not None:
             self.logs.received("****")  # an AUTH response: never written
         if text == "*":
-            raise _AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
+            raise AuthAbort(Decision(501, "5.5.4", "Authentication cancelled", "client sent *", _SOURCE))
         return text
-
-
-class _CRLFStreamReader(asyncio.StreamReader):
-    """aiosmtpd reads command lines with ``readuntil()``, whose default separator is a bare LF."""
-
-    async def readuntil(self, separator: Any = b"\r\n") -> bytes:
-        return await super().readuntil(separator)
-
-
-# aiosmtpd's own replies to malformed lines, in the relay's spelling (no "Error" and no Python words).
-_AIOSMTPD_REPLIES = {
-    "500 Error: bad syntax": "500 5.5.2 Syntax error, command unrecognized",
-    "500 Error: strict ASCII mode": "500 5.5.2 Syntax error, command contains non-ASCII characters",
-    "500 Command line too long": "500 5.5.2 Command too long",
-    "554 Command refused due to lack of security": "554 5.7.3 Unable to initialize security subsystem",
-}
-
-
-class _CommandTable(dict[str, Any]):
-    """aiosmtpd's command table, answering every unknown verb with this relay's own handler."""
-
-    def __init__(self, commands: dict[str, Any], unknown: Any) -> None:
-        super().__init__(commands)
-        self.unknown = unknown
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key, self.unknown)
-
-
-class _AuthAbort(Exception):
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.render())
-        self.decision = decision
-
-
-def _decode(text: str) -> str:
-    try:
-        return base64.b64decode(text, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise _AuthAbort(Decision(501, "5.5.2", "Cannot decode response", "bad base64", _SOURCE)) from None
-
-
-def _dry_run_session(policy: RelayPolicy, connection: ConnectionInfo, live: RelaySession) -> RelaySession | None:
-    """A shadow of the session as it would run with the dry-run connectors live, when that changes
-    which connector takes it or the connector is a dry-run one; it sees every command, never answers."""
-    if policy.what_if is None or live.selection is None:
-        return None
-    trial = RelaySession(policy.what_if, connection, live.session_id)
-    trial.open()
-    if trial.selection is None:
-        return None
-    name = trial.selection.connector.name
-    trying = any(c.dry_run and c.name == name for c in policy.config.connectors)
-    return trial if trying or name != live.selection.connector.name else None
-
-
-def _plain(address: str) -> str:
-    """An IPv4-mapped IPv6 peer (``::ffff:192.0.2.1``) as the IPv4 address it is."""
-    try:
-        version, value = client_address(address)
-    except AddressError:
-        return address
-    if version == 4 and ":" in address:
-        return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
-    return address
 
 
 class _Handler:
@@ -597,7 +518,7 @@ class _Handler:
             return False
         assert server.transport is not None
         local = server.transport.get_extra_info("sockname")
-        connection = ConnectionInfo(_plain(local[0]), local[1], _plain(str(proxy_data.src_addr)), proxy_data.src_port or 0)
+        connection = ConnectionInfo(plain_address(local[0]), local[1], plain_address(str(proxy_data.src_addr)), proxy_data.src_port or 0)
         greeting = server.open_session(connection, proxied_by=f"{session.peer[0]}:{session.peer[1]}")
         if server.relay is None or server.relay.state is None:
             await server.push(greeting.render())
