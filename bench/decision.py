@@ -56,7 +56,7 @@ LARGE_CONNECTORS = 2_000
 RANGES_PER_CONNECTOR = 15  # single IPs, /28s and a-b ranges in turn, each in its own /24
 LARGE_BASE = int(ipaddress.IPv4Address("20.0.0.0"))  # 20.0.0.0 .. ~20.117.x.x: clear of the sample's ranges
 
-LOCAL = "192.0.2.20"  # reached through the sample's 0.0.0.0:2525 bindings
+LOCAL = "127.0.0.1"  # the sample app listens on 127.0.0.1:2525
 PORT = 2525
 RELAY_HOST = "192.168.5.10"  # in "Anonymous Relay"
 OUTSIDE_HOST = "203.0.113.7"  # only the catch-all "Default Frontend" takes it

@@ -34,6 +34,7 @@ from .plugins import UnknownPluginError, make_plugin_manager
 __all__ = ["RelayPolicy", "fold_decisions", "load_policy"]
 
 _POLICY = "relayauth.policy"
+_FOLD_CACHE_SIZE = 4096
 
 
 def fold_decisions(decisions: Iterable[Decision | None], when_silent: Decision) -> Decision:
@@ -68,6 +69,7 @@ class RelayPolicy:
         self.hook = self.plugin_manager.hook
         self.index = ConnectorIndex.build(config.connectors, source=MostSpecificSelection.name)
         self.domains = AcceptedDomains(config.accepted_domains)
+        self._folds: dict[tuple[tuple[Grant, ...], frozenset[str]], EffectiveRights] = {}
         what_if = config.what_if()
         # The same policy with the dry-run connectors live: consulted, never obeyed.
         self.what_if: RelayPolicy | None = RelayPolicy(what_if, self.plugin_manager) if what_if is not None else None
@@ -112,7 +114,13 @@ class RelayPolicy:
     ) -> SessionState:
         """Who the session runs as and what it may do, computed through the hooks."""
         principals = self.principals(connector, connection, user, tls)
-        rights: EffectiveRights = fold_grants(self.grants(connector, connection, principals, user), principals)
+        grants = tuple(self.grants(connector, connection, principals, user))
+        key = (grants, principals)
+        rights = self._folds.get(key)
+        if rights is None:  # the fold is a pure function of its inputs: remember recent results
+            if len(self._folds) >= _FOLD_CACHE_SIZE:
+                self._folds.clear()
+            rights = self._folds[key] = fold_grants(grants, principals)
         return SessionState(session_id, connection, connector, principals, rights, user, tls)
 
     def authenticate(self, connector: Connector, username: str, password: str) -> bool:
