@@ -130,3 +130,41 @@ def test_metrics_endpoint_counts_sessions_and_decisions(live_relay, smarthost) -
     assert 'relayauth_decisions_total{connector="Anonymous Relay",command="RCPT",outcome="accepted"} 1' in text
     assert 'relayauth_deliveries_total{outcome="delivered"} 1' in text
     assert "relayauth_queue_messages 0" in text
+
+
+def test_auth_credentials_never_reach_any_log_file(live_relay, tmp_path) -> None:
+    import base64
+
+    from salmon_relayauth.engine.passwords import hash_password
+
+    users = tmp_path / "users.txt"
+    users.write_text(f"alice@contoso.com:{hash_password('S3cret-Passw0rd')}\n")
+    config = CONFIG.replace("METRICS_PORT", str(free_port())).replace(
+        '[smarthost]',
+        f'[authentication]\nusers_file = "{users}"\n\n[smarthost]',
+    ).replace(
+        'remote_ip_ranges = ["127.0.0.0/8"]\npermission_groups = ["AnonymousUsers"]',
+        'remote_ip_ranges = ["127.0.0.0/8"]\npermission_groups = ["AnonymousUsers", "ExchangeUsers"]\n'
+        'auth_mechanism = ["BasicAuth"]\nauth_tarpit_interval = "00:00:00"',
+    )
+    relay = live_relay(config)
+    client = smtplib.SMTP("127.0.0.1", relay.port, source_address=("127.0.0.20", 0), timeout=10)
+    client.ehlo("app")
+    try:
+        client.login("alice@contoso.com", "wrong-Passw0rd")
+    except smtplib.SMTPAuthenticationError:
+        pass
+    client.login("alice@contoso.com", "S3cret-Passw0rd")
+    client.quit()
+    relay.stop()
+    secrets = [b"S3cret-Passw0rd", b"wrong-Passw0rd"]
+    secrets += [base64.b64encode(secret) for secret in secrets]
+    secrets += [base64.b64encode(b"\0alice@contoso.com\0" + secret) for secret in (b"S3cret-Passw0rd", b"wrong-Passw0rd")]
+    logs = list((relay.config_path.parent / "logs").rglob("*"))
+    files = [path for path in logs if path.is_file()]
+    assert any(path.suffix == ".LOG" for path in files) and any(path.name == "decisions.jsonl" for path in files)
+    for path in files:
+        content = path.read_bytes()
+        for secret in secrets:
+            assert secret not in content, (path, secret)
+    assert b"AUTH PLAIN" in b"".join(path.read_bytes() for path in files)  # the command itself is logged

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 import subprocess
 import sys
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+
 
 
 def readme_commands() -> list[str]:

@@ -19,7 +19,8 @@ import pytest
 from salmon_relayauth.cli import queue as queue_cli
 from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+
 
 CONTENT = b"From: app@contoso.com\r\nTo: ops@contoso.com\r\nSubject: disk full\r\n\r\nThe disk is full.\r\n"
 
@@ -146,6 +147,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
+
 queue = MessageQueue(Path(sys.argv[1]))
 while True:
     queue_id = queue.new_id()

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
 
 from salmon_relayauth.cli.probe import probe
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 
 def first_readme_command() -> str:
