@@ -25,7 +25,7 @@ from ..model.enums import (
 )
 from ..model.units import parse_byte_size, parse_limit, parse_timespan
 
-__all__ = ["CONNECTOR_FIELDS", "FieldError", "parse_list"]
+__all__ = ["CONNECTOR_FIELDS", "FieldError", "parse_boolean", "parse_list"]
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -77,7 +77,7 @@ def _one(kind: type[E]) -> Callable[[object], E]:
     return lambda value: parse_enum(kind, value)
 
 
-def _boolean(value: object) -> bool:
+def parse_boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "$true", "false", "$false"):
@@ -121,19 +121,19 @@ def _timespan(value: object) -> timedelta:
 CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
     "usage": _one(Usage),
     "transport_role": _one(TransportRole),
-    "enabled": _boolean,
+    "enabled": parse_boolean,
     "comment": _text,
     "bindings": _bindings,
     "remote_ip_ranges": _ranges,
     "auth_mechanism": _flags(AuthMechanism),
     "permission_groups": _flags(PermissionGroup),
-    "require_tls": _boolean,
-    "domain_secure_enabled": _boolean,
+    "require_tls": parse_boolean,
+    "domain_secure_enabled": parse_boolean,
     "max_logon_failures": _integer,
     "auth_tarpit_interval": _timespan,
     "banner": _optional_text,
     "fqdn": _optional_text,
-    "require_ehlo_domain": _boolean,
+    "require_ehlo_domain": parse_boolean,
     "max_message_size": parse_byte_size,
     "max_header_size": parse_byte_size,
     "max_recipients_per_message": _integer,
@@ -148,27 +148,27 @@ CONNECTOR_FIELDS: dict[str, Callable[[Any], Any]] = {
     "connection_timeout": _timespan,
     "connection_inactivity_timeout": _timespan,
     "tarpit_interval": _timespan,
-    "enhanced_status_codes_enabled": _boolean,
-    "pipelining_enabled": _boolean,
+    "enhanced_status_codes_enabled": parse_boolean,
+    "pipelining_enabled": parse_boolean,
     "size_enabled": _one(SizeMode),
-    "eight_bit_mime_enabled": _boolean,
-    "binary_mime_enabled": _boolean,
-    "chunking_enabled": _boolean,
-    "delivery_status_notification_enabled": _boolean,
-    "long_addresses_enabled": _boolean,
-    "orar_enabled": _boolean,
-    "bare_linefeed_rejection_enabled": _boolean,
-    "reject_reserved_top_level_recipient_domains": _boolean,
-    "reject_reserved_second_level_recipient_domains": _boolean,
-    "reject_single_label_recipient_domains": _boolean,
+    "eight_bit_mime_enabled": parse_boolean,
+    "binary_mime_enabled": parse_boolean,
+    "chunking_enabled": parse_boolean,
+    "delivery_status_notification_enabled": parse_boolean,
+    "long_addresses_enabled": parse_boolean,
+    "orar_enabled": parse_boolean,
+    "bare_linefeed_rejection_enabled": parse_boolean,
+    "reject_reserved_top_level_recipient_domains": parse_boolean,
+    "reject_reserved_second_level_recipient_domains": parse_boolean,
+    "reject_single_label_recipient_domains": parse_boolean,
     "protocol_logging_level": _one(ProtocolLoggingLevel),
-    "acknowledge_open_relay": _boolean,
+    "acknowledge_open_relay": parse_boolean,
     "rate_limit_ipv4_prefix": _integer,
     "rate_limit_ipv6_prefix": _integer,
     "throttling_exemptions": _ranges,
     "throttling_exempt_users": lambda value: parse_list(value, _text),
-    "throttling_shadow": _boolean,
+    "throttling_shadow": parse_boolean,
     "throttling_backend_failure": _one(BackendFailure),
-    "dry_run": _boolean,
+    "dry_run": parse_boolean,
     "dry_run_replaces": _text,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from ..model.connector import (
 )
 from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
 from ..model.units import parse_byte_size, parse_timespan
-from .fields import CONNECTOR_FIELDS, FieldError, parse_list
+from .fields import CONNECTOR_FIELDS, FieldError, parse_boolean, parse_list
 from .problems import ConfigError, ConfigProblem, Severity
 from .usage_defaults import USAGE_DEFAULTS
 from .validate import validate_config
@@ -277,48 +277,48 @@ class _Reader:
             return PluginSettings(options=options)
         return PluginSettings(disabled=names, options=options)
 
+    def values(self, table: Mapping[str, Any], section: str, parsers: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+        """The keys of ``table`` that ``parsers`` know, parsed; each bad value becomes a problem."""
+        values: dict[str, Any] = {}
+        for key, parse in parsers.items():
+            if key not in table:
+                continue
+            try:
+                values[key] = parse(table[key])
+            except FieldError as error:
+                self.field_problems(section, key, error)
+            except (ValueError, AddressError) as error:
+                self.problem(section, key, str(error))
+        return values
+
+    def path(self, kind: str) -> Callable[[Any], Path]:
+        """A parser of a file or directory path, taken relative to the configuration file."""
+
+        def parse(raw: Any) -> Path:
+            if not isinstance(raw, str) or not raw.strip():
+                raise ValueError(f"{raw!r} is not a {kind} path")
+            return self.base_dir / raw
+
+        return parse
+
     def authentication(self, table: Mapping[str, Any]) -> AuthenticationSettings:
         self.unknown_keys(table, AUTHENTICATION_KEYS, "[authentication]")
-        raw = table.get("users_file")
-        if raw is None:
-            return AuthenticationSettings()
-        if not isinstance(raw, str) or not raw.strip():
-            self.problem("[authentication]", "users_file", f"{raw!r} is not a file path")
-            return AuthenticationSettings()
-        return AuthenticationSettings(users_file=self.base_dir / raw)
+        return AuthenticationSettings(**self.values(table, "[authentication]", {"users_file": self.path("file")}))
 
     def tls(self, table: Mapping[str, Any]) -> TlsSettings:
         self.unknown_keys(table, TLS_KEYS, "[tls]")
-        paths: dict[str, Path] = {}
-        for key in TLS_KEYS:
-            raw = table.get(key)
-            if raw is None:
-                continue
-            if not isinstance(raw, str) or not raw.strip():
-                self.problem("[tls]", key, f"{raw!r} is not a file path")
-                continue
-            path = self.base_dir / raw
+        paths = self.values(table, "[tls]", {key: self.path("file") for key in TLS_KEYS})
+        for key, path in paths.items():
             if not path.is_file():
                 self.problem("[tls]", key, f"{path} does not exist or is not a file")
-            paths[key] = path
         if ("certificate" in table) != ("key" in table):
             self.problem("[tls]", "key" if "certificate" in table else "certificate", "certificate and key go together")
         return TlsSettings(paths.get("certificate"), paths.get("key"))
 
     def proxy(self, table: Mapping[str, Any]) -> ProxySettings:
         self.unknown_keys(table, PROXY_KEYS, "[proxy_protocol]")
-        values: dict[str, Any] = {}
-        if "trusted_proxies" in table:
-            try:
-                values["trusted_proxies"] = CONNECTOR_FIELDS["remote_ip_ranges"](table["trusted_proxies"])
-            except FieldError as error:
-                self.field_problems("[proxy_protocol]", "trusted_proxies", error)
-        if "timeout" in table:
-            try:
-                values["timeout"] = parse_timespan(table["timeout"])
-            except ValueError as error:
-                self.problem("[proxy_protocol]", "timeout", str(error))
-        return ProxySettings(**values)
+        parsers = {"trusted_proxies": CONNECTOR_FIELDS["remote_ip_ranges"], "timeout": parse_timespan}
+        return ProxySettings(**self.values(table, "[proxy_protocol]", parsers))
 
     def metrics(self, table: Mapping[str, Any]) -> MetricsSettings:
         """``listen = "127.0.0.1:9325"`` turns the endpoint on; only loopback addresses are allowed."""
@@ -338,29 +338,14 @@ class _Reader:
 
     def logging(self, table: Mapping[str, Any]) -> LoggingSettings:
         self.unknown_keys(table, LOGGING_KEYS, "[logging]")
-        values: dict[str, Any] = {"directory": self.base_dir / LoggingSettings().directory}
-        if "directory" in table:
-            raw = table["directory"]
-            if isinstance(raw, str) and raw.strip():
-                values["directory"] = self.base_dir / raw
-            else:
-                self.problem("[logging]", "directory", f"{raw!r} is not a directory path")
-        if "decision_log" in table:
-            if isinstance(table["decision_log"], bool):
-                values["decision_log"] = table["decision_log"]
-            else:
-                self.problem("[logging]", "decision_log", f"{table['decision_log']!r} is not true or false")
-        for key in ("protocol_log_max_file_size", "protocol_log_max_directory_size"):
-            if key in table:
-                try:
-                    values[key] = parse_byte_size(table[key])
-                except ValueError as error:
-                    self.problem("[logging]", key, str(error))
-        if "protocol_log_max_age" in table:
-            try:
-                values["protocol_log_max_age"] = parse_timespan(table["protocol_log_max_age"])
-            except ValueError as error:
-                self.problem("[logging]", "protocol_log_max_age", str(error))
+        parsers = {
+            "directory": self.path("directory"),
+            "decision_log": parse_boolean,
+            "protocol_log_max_file_size": parse_byte_size,
+            "protocol_log_max_directory_size": parse_byte_size,
+            "protocol_log_max_age": parse_timespan,
+        }
+        values = {"directory": self.base_dir / LoggingSettings().directory, **self.values(table, "[logging]", parsers)}
         return LoggingSettings(**values)
 
     def throttling(self, table: Mapping[str, Any]) -> ThrottlingSettings:
@@ -384,27 +369,14 @@ class _Reader:
 
     def queue(self, table: Mapping[str, Any]) -> QueueSettings:
         self.unknown_keys(table, QUEUE_KEYS, "[queue]")
-        defaults = QueueSettings()
-        values: dict[str, Any] = {}
-        if "directory" in table:
-            raw = table["directory"]
-            if isinstance(raw, str) and raw.strip():
-                values["directory"] = self.base_dir / raw
-            else:
-                self.problem("[queue]", "directory", f"{raw!r} is not a directory path")
-        else:
-            values["directory"] = self.base_dir / defaults.directory
-        for key in ("retry_interval", "max_retry_interval", "message_expiration"):
-            if key in table:
-                try:
-                    values[key] = parse_timespan(table[key])
-                except ValueError as error:
-                    self.problem("[queue]", key, str(error))
-        if "fsync" in table:
-            if isinstance(table["fsync"], bool):
-                values["fsync"] = table["fsync"]
-            else:
-                self.problem("[queue]", "fsync", f"{table['fsync']!r} is not true or false")
+        parsers = {
+            "directory": self.path("directory"),
+            "retry_interval": parse_timespan,
+            "max_retry_interval": parse_timespan,
+            "message_expiration": parse_timespan,
+            "fsync": parse_boolean,
+        }
+        values = {"directory": self.base_dir / QueueSettings().directory, **self.values(table, "[queue]", parsers)}
         settings = QueueSettings(**values)
         if settings.retry_interval <= timedelta(0):
             self.problem("[queue]", "retry_interval", "must be longer than zero")

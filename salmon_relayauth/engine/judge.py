@@ -23,6 +23,7 @@ __all__ = [
     "judge_recipient",
     "judge_recipient_count",
     "judge_sender",
+    "message_size_limit",
 ]
 
 _RESERVED_TLDS = ("test", "example", "invalid", "localhost")
@@ -32,6 +33,13 @@ ROUTING_HEADERS = frozenset(
 )
 _ORGANIZATION_PREFIX = "x-ms-exchange-organization-"
 _FOREST_PREFIX = "x-ms-exchange-forest-"
+
+
+def message_size_limit(session: SessionState) -> int | None:
+    """The connector's max_message_size, or None for a session holding the size-limit bypass right."""
+    if Right.BYPASS_MESSAGE_SIZE_LIMIT in session.rights:
+        return None
+    return session.connector.max_message_size
 
 
 def judge_sender(
@@ -50,16 +58,9 @@ def judge_sender(
         needed = Right.SMTP_ACCEPT_AUTHORITATIVE_DOMAIN_SENDER if authoritative else Right.SMTP_ACCEPT_ANY_SENDER
         name = "anonymous_cannot_send_as" if authoritative and not session.authenticated else "cannot_send_as"
         return reply(name, f"{who} lacks {needed.value} for sender {sender.address}", source)
-    if (
-        declared_size is not None
-        and declared_size > connector.max_message_size
-        and Right.BYPASS_MESSAGE_SIZE_LIMIT not in rights
-    ):
-        return reply(
-            "message_too_big",
-            f"declared SIZE={declared_size} exceeds max_message_size {connector.max_message_size}",
-            source,
-        )
+    limit = message_size_limit(session)
+    if declared_size is not None and limit is not None and declared_size > limit:
+        return reply("message_too_big", f"declared SIZE={declared_size} exceeds max_message_size {limit}", source)
     return reply("sender_ok", f"{who} may send as {sender.address or '<>'}", source)
 
 
@@ -119,11 +120,10 @@ def judge_content(
     session: SessionState, message_size: int, header_size: int, hop_count: int, source: str
 ) -> Decision | None:
     """End of data: message size, header size, hop count. None when the content is acceptable."""
-    connector, rights = session.connector, session.rights
-    if message_size > connector.max_message_size and Right.BYPASS_MESSAGE_SIZE_LIMIT not in rights:
-        return reply(
-            "message_too_big", f"{message_size} bytes exceeds max_message_size {connector.max_message_size}", source
-        )
+    connector = session.connector
+    limit = message_size_limit(session)
+    if limit is not None and message_size > limit:
+        return reply("message_too_big", f"{message_size} bytes exceeds max_message_size {limit}", source)
     if header_size > connector.max_header_size:
         return reply("headers_too_big", f"{header_size} header bytes exceeds max_header_size {connector.max_header_size}", source)
     if hop_count > connector.max_hop_count:

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
 
+from ..engine.judge import message_size_limit
 from ..engine.limits import source_key
 from ..engine.replies import reply
 from ..metrics import DecisionOutcome
 from ..model.connection import ConnectionInfo
 from ..model.decision import Decision
-from ..model.enums import AuthMechanism, Right, SizeMode
+from ..model.enums import AuthMechanism, SizeMode
 from ..session import RelaySession
 from .arguments import ArgumentError, split_path_argument
 from .auth_exchange import AuthAbort, read_credentials
@@ -450,7 +451,7 @@ class ConnectorSMTP(SMTP):
             return
         await self.push(decision.render(enhanced_status_codes=False))
         state, connector = relay.session, relay.session.connector
-        limit = None if Right.BYPASS_MESSAGE_SIZE_LIMIT in state.rights else connector.max_message_size
+        limit = message_size_limit(state)  # stop keeping data past the limit; the content check refuses it
         outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled, self._reset_timeout)
         if outcome.too_big:
             relay.reset()
