@@ -23,6 +23,23 @@ class Clock:
 def write(log: ProtocolLog, count: int, data: str = "x" * 50) -> None:
     for number in range(count):
         log.event("relay\\Connector", "0123456789ABCDEF", number, "127.0.0.1:25", "127.0.0.10:4000", "<", data)
+    log.flush()
+
+
+def test_lines_are_written_in_batches(tmp_path) -> None:
+    clock = Clock(1_800_000_000.0)
+    log = ProtocolLog(tmp_path, clock=clock)
+    for number in range(3):
+        log.event("relay\\Connector", "0123456789ABCDEF", number, "127.0.0.1:25", "127.0.0.10:4000", "<", "NOOP")
+    assert list(tmp_path.glob("RECV*.LOG")) == []  # pending: nothing written yet
+    clock.now += ProtocolLog.FLUSH_SECONDS
+    log.event("relay\\Connector", "0123456789ABCDEF", 3, "127.0.0.1:25", "127.0.0.10:4000", ">", "250 OK")
+    (path,) = tmp_path.glob("RECV*.LOG")
+    assert [line.split(",")[3] for line in path.read_text().splitlines() if not line.startswith("#")] == ["0", "1", "2", "3"]
+    log.event("relay\\Connector", "0123456789ABCDEF", 4, "127.0.0.1:25", "127.0.0.10:4000", "-")
+    assert path.read_text().count("\n") == 5 + 4
+    log.close()  # closing writes what is pending
+    assert path.read_text().count("\n") == 5 + 5
 
 
 def test_header_and_csv_quoting(tmp_path) -> None:

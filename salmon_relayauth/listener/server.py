@@ -27,6 +27,7 @@ log = logging.getLogger("salmon_relayauth.listener")
 
 # Salmon's stock receiver listens with a backlog of 5; bursts of clients then see refused connects.
 LISTEN_BACKLOG = 1024
+LOG_FLUSH_SECONDS = 1.0
 
 
 def open_listening_sockets(bindings: list[Binding], backlog: int = LISTEN_BACKLOG) -> dict[Binding, socket.socket]:
@@ -81,6 +82,14 @@ class RelayServer:
         self.tracker = ConnectionTracker()
         if self.throttle is None:
             self.throttle = ThrottleGate(MemoryThrottleStore())
+        self._log_flusher: asyncio.TimerHandle | None = None
+
+    def _flush_logs(self) -> None:
+        """Sessions that stay open write their log lines at least once a second (closing ones at once)."""
+        for log_file in (self.protocol_log, self.decision_log):
+            if log_file is not None:
+                log_file.flush()
+        self._log_flusher = self.loop.call_later(LOG_FLUSH_SECONDS, self._flush_logs)
 
     async def charge_rate_limits(self, session: SessionState, sender: MailPath) -> RateLimit | None:
         """Charge one message to every rate limit of the session; the limit that was exceeded, if
@@ -119,6 +128,8 @@ class RelayServer:
 
     async def start(self, sockets: dict[Binding, socket.socket]) -> None:
         """Serve on newly opened sockets, one per binding."""
+        if self._log_flusher is None and (self.protocol_log is not None or self.decision_log is not None):
+            self._log_flusher = self.loop.call_later(LOG_FLUSH_SECONDS, self._flush_logs)
         for binding, sock in sockets.items():
             server = await self.loop.create_server(self._protocol, sock=sock)
             self.listeners[binding] = (sock, server)
@@ -140,6 +151,9 @@ class RelayServer:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             await connection.shut_down()
+        if self._log_flusher is not None:
+            self._log_flusher.cancel()
+            self._log_flusher = None
 
 
 def make_tls_context(certificate: str, key: str) -> ssl.SSLContext:

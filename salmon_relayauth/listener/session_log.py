@@ -64,7 +64,12 @@ class SessionLogs:
         self._event("*", data, context)
 
     def disconnected(self, by_client: bool) -> None:
+        """The last line of a session: what the logs hold is written out now."""
         self._event("-", "", "Remote" if by_client else "Local")
+        if self.protocol_log is not None:
+            self.protocol_log.flush()
+        if self.decision_log is not None:
+            self.decision_log.flush()
 
     def decision(self, decision: Decision, command: str, **extra: Any) -> None:
         if self.decision_log is None:

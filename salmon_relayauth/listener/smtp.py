@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
@@ -26,7 +26,7 @@ from ..model.enums import AuthMechanism, SizeMode
 from ..session import RelaySession
 from .arguments import ArgumentError, split_path_argument
 from .auth_exchange import AuthAbort, read_credentials
-from .compat import AIOSMTPD_REPLIES, CommandTable, CRLFStreamReader, plain_address
+from .compat import AIOSMTPD_REPLIES, CommandTable, CRLFStreamReader, SMTPTemplate, plain_address, smtp_commands
 from .data import read_data
 from .dry_run import dry_run_session
 from .guard import SessionGuard
@@ -49,14 +49,26 @@ class ConnectorSMTP(SMTP):
     line_length_limit = 4096
 
     def __init__(self, server: RelayServer) -> None:
-        super().__init__(
-            _Handler(),
-            hostname=server.policy.config.server.fqdn,
-            ident="",
-            data_size_limit=None,
-            decode_data=False,
-            loop=server.loop,
-        )
+        template = _TEMPLATES.get(type(self))
+        if template is not None and template.loop is server.loop:
+            template.apply(self)
+            self.hostname = server.policy.config.server.fqdn
+        else:
+            super().__init__(
+                _HANDLER,
+                hostname=server.policy.config.server.fqdn,
+                ident="",
+                data_size_limit=None,
+                decode_data=False,
+                loop=server.loop,
+            )
+            if type(self) not in _UNTEMPLATED:
+                captured = SMTPTemplate.capture(self, server.loop)
+                if captured is None:
+                    _UNTEMPLATED.add(type(self))
+                    log.warning("this aiosmtpd cannot be templated: every connection runs SMTP.__init__")
+                else:
+                    _TEMPLATES[type(self)] = captured
         self.server = server
         self.relay: RelaySession | None = None
         self.dry_run: RelaySession | None = None  # the same session under a dry-run connector
@@ -72,25 +84,22 @@ class ConnectorSMTP(SMTP):
         # Command lines end with CRLF only: a bare LF inside a line never starts another command.
         reader: asyncio.StreamReader = self._strong_reader  # type: ignore[attr-defined]
         reader.__class__ = CRLFStreamReader
-        self._smtp_methods = CommandTable(
-            {name: self._logged(name, method) for name, method in self._smtp_methods.items()},
-            self._logged("UNKNOWN", self._unrecognized),
-        )
+        commands = CommandTable(self._run_command, smtp_commands(type(self)), ConnectorSMTP._unrecognized)
+        self._smtp_methods = commands  # type: ignore[assignment]  # aiosmtpd only calls get()
 
     async def _unrecognized(self, arg: str | None) -> None:
         """Any command this relay does not implement; counted as a protocol error like any other
         (aiosmtpd's own limit of five unknown commands would otherwise cut in first)."""
         await self.reply(Decision(500, "5.3.3", "Unrecognized command", "unknown command", _SOURCE))
 
-    def _logged(self, name: str, method: Any) -> Any:
-        async def run(arg: str | None) -> None:
-            shown = name if name != "AUTH" else f"AUTH {(arg or '').split(' ')[0]}"  # never the credentials
-            self._command = f"{shown} {arg}".rstrip() if name != "AUTH" and arg else shown
-            if self.logs is not None:
-                self.logs.received(self._command)
-            await method(arg)
-
-        return run
+    async def _run_command(self, name: str, handler: Callable[[ConnectorSMTP, str | None], Awaitable[None]],
+                           arg: str | None) -> None:
+        """Every command goes through here (see CommandTable): noted for the logs, then answered."""
+        shown = name if name != "AUTH" else f"AUTH {(arg or '').split(' ')[0]}"  # never the credentials
+        self._command = f"{shown} {arg}".rstrip() if name != "AUTH" and arg else shown
+        if self.logs is not None:
+            self.logs.received(self._command)
+        await handler(self, arg)
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -539,4 +548,10 @@ class _Handler:
     async def handle_exception(self, error: Exception) -> str:
         log.error("error in SMTP session", exc_info=error)
         return "451 4.3.0 Temporary server error, please try again later"
+
+
+_HANDLER = _Handler()  # stateless: one for every connection
+# Per protocol class, what SMTP.__init__ computes; the classes this aiosmtpd's cannot be captured for.
+_TEMPLATES: dict[type[ConnectorSMTP], SMTPTemplate] = {}
+_UNTEMPLATED: set[type[ConnectorSMTP]] = set()
 

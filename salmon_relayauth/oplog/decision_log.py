@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,20 +18,30 @@ __all__ = ["DecisionLog"]
 
 
 class DecisionLog:
-    """Appends decisions to ``path`` (line-buffered; one write per decision)."""
+    """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's:
+    at the end of every session (:meth:`flush`), once a second while decisions keep coming, when
+    64 KiB are pending, and on :meth:`close`. The file is opened for appending and every batch is
+    one ``write`` of whole lines, so the relay's worker processes may share it."""
+
+    FLUSH_BYTES = 64 << 10
+    FLUSH_SECONDS = 1.0
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8", buffering=1)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._last_flush = clock()
 
     def record(self, decision: Decision, *, command: str, **context: Any) -> None:
         """One line: time, the context given (session, client, connector, principals, ...), the
         command, the reply, its reason and the plugin that decided."""
+        now = self._clock()
         entry = {
-            "time": datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
             **context,
             "command": command,
             "decision": decision.render(),
@@ -40,8 +51,29 @@ class DecisionLog:
         }
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
-            self._file.write(line)
+            self._pending.append(line)
+            self._pending_size += len(line)
+            if self._pending_size >= self.FLUSH_BYTES or now - self._last_flush >= self.FLUSH_SECONDS:
+                self._flush(now)
+
+    def flush(self) -> None:
+        """Write every pending line."""
+        with self._lock:
+            self._flush(self._clock())
+
+    def _flush(self, now: float) -> None:
+        self._last_flush = now
+        if not self._pending or self._fd is None:
+            return
+        view = memoryview("".join(self._pending).encode("utf-8"))
+        self._pending.clear()
+        self._pending_size = 0
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self._flush(self._clock())
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
