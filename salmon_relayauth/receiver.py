@@ -77,7 +77,8 @@ class RelayReceiver:
         self.shutdown_grace = shutdown_grace
         self._reload_lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="relayauth-route")
+        # Routing and queue writes (fsync) of concurrent sessions: more threads, larger group commits.
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="relayauth-route")
         self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None
@@ -118,9 +119,9 @@ class RelayReceiver:
             if count:
                 self.metrics.delivery(outcome, count)  # type: ignore[arg-type]
 
-    def _wake_delivery(self) -> None:
+    def _wake_delivery(self, queue_id: str) -> None:
         if self.delivery is not None:
-            self.delivery.wake()
+            self.delivery.submit(queue_id)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

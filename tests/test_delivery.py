@@ -63,15 +63,23 @@ class RecordingSmarthost:
     data_script: list[str] = field(default_factory=list)
     drop_at_mail: int = 0  # close the next N connections when MAIL arrives, without a reply
     logins: list[bytes] = field(default_factory=list)
+    pipelining: bool = False  # offer PIPELINING (RFC 2920)
+    pipelined: list[bool] = field(default_factory=list)  # per MAIL: whether its RCPTs and DATA came with it
+    resets: int = 0
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         if not getattr(session, "counted", False):
             self.connections += 1
             session.counted, session.number = True, self.connections
-        return responses
+        return responses[:-1] + ["250-PIPELINING", responses[-1]] if self.pipelining else responses
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.resets += 1
+        return "250 OK"
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        self.pipelined.append(b"DATA\r\n" in bytes(server._reader._buffer))  # already read with MAIL
         if self.drop_at_mail:
             self.drop_at_mail -= 1
             server.transport.abort()
@@ -109,9 +117,10 @@ def serve(handler: RecordingSmarthost, port: int, **options: Any) -> Controller:
     return controller
 
 
-@pytest.fixture
-def smarthost() -> Iterator[tuple[RecordingSmarthost, SmarthostSettings]]:
-    handler, port = RecordingSmarthost(), free_port()
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def smarthost(request: pytest.FixtureRequest) -> Iterator[tuple[RecordingSmarthost, SmarthostSettings]]:
+    """The smarthost, once without PIPELINING (one command, one reply) and once with it."""
+    handler, port = RecordingSmarthost(pipelining=request.param), free_port()
     controller = serve(handler, port)
     yield handler, SmarthostSettings(host="127.0.0.1", port=port)
     controller.stop()
@@ -371,6 +380,81 @@ def test_background_worker_delivers_on_wake(tmp_path: Path, smarthost: Any) -> N
     finally:
         worker.stop(timeout=5)
     assert len(queue) == 0 and len(server.transactions) == 1
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_commands_are_pipelined_only_when_offered(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    queued(queue, clock)
+    queued(queue, clock)
+    worker_for(queue, settings, clock).run_once()
+    assert server.pipelined == [server.pipelining] * 2 and len(server.transactions) == 2
+
+
+def test_rset_only_after_a_transaction_left_open(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    for address in ("ops@contoso.com", "dba@contoso.com", "audit@fabrikam.com"):
+        server.rcpt_script[address] = ["550 5.1.1 unknown"]  # the first message: MAIL accepted, no recipient
+    queued(queue, clock)
+    queued(queue, clock)
+    queued(queue, clock)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert (stats.connections, stats.failed, stats.delivered, stats.notifications) == (1, 3, 6 + 1, 1)
+    assert server.resets == 1  # before the second message only; the third and the notification follow finished ones
+
+
+def test_submitted_messages_go_out_without_a_scan_on_one_kept_connection(tmp_path: Path, smarthost: Any) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    worker = DeliveryWorker(queue, settings, SETTINGS, FQDN, poll_interval=60, timeout=5)
+    worker.KEEP_OPEN = 0.5
+    worker.start()
+    try:
+        time.sleep(0.2)  # the first scan, of an empty queue, is over
+        unannounced = queued(queue, Clock(), received_at=time.time())
+        first = queued(queue, Clock(), received_at=time.time())
+        worker.submit(first.queue_id)
+        assert wait_until(lambda: first.queue_id not in queue)
+        second = queued(queue, Clock(), received_at=time.time())
+        worker.submit(second.queue_id)
+        assert wait_until(lambda: second.queue_id not in queue)
+        assert server.connections == 1  # kept open between the two
+        assert unannounced.queue_id in queue  # only a scan finds it
+        time.sleep(0.8)  # idle longer than KEEP_OPEN: the connection is closed
+        worker.wake()
+        assert wait_until(lambda: unannounced.queue_id not in queue)
+        assert server.connections == 2
+    finally:
+        worker.stop(timeout=5)
+    assert [t.mail_from for t in server.transactions] == ["app@contoso.com"] * 3
+
+
+def test_background_worker_retries_when_due_without_being_woken(tmp_path: Path, smarthost: Any) -> None:
+    server, settings = smarthost
+    server.rcpt_script["ops@contoso.com"] = ["451 4.3.0 try later"]
+    queue = MessageQueue(tmp_path)
+    quick = QueueSettings(retry_interval=timedelta(seconds=0.3), max_retry_interval=timedelta(seconds=1),
+                          message_expiration=timedelta(hours=1))
+    worker = DeliveryWorker(queue, settings, quick, FQDN, poll_interval=60, timeout=5)
+    worker.start()
+    try:
+        item = queued(queue, Clock(), received_at=time.time())
+        worker.submit(item.queue_id)
+        assert wait_until(lambda: item.queue_id not in queue, timeout=5)
+    finally:
+        worker.stop(timeout=5)
+    delivered = [rcpt for t in server.transactions for rcpt in t.rcpt_tos]
+    assert sorted(delivered) == sorted(item.recipients)  # two of them at once, the third at its retry
 
 
 def test_stop_leaves_undelivered_mail_queued(tmp_path: Path, clock: Clock) -> None:

@@ -28,9 +28,14 @@ _SOURCE = "relayauth.pipeline"
 
 
 class MessagePipeline:
-    """Routes accepted messages through Salmon and queues what the handlers relay."""
+    """Routes accepted messages through Salmon and queues what the handlers relay.
 
-    def __init__(self, queue: MessageQueue, executor: Executor, on_queued: Callable[[], None]) -> None:
+    Routing and queueing run together on one worker thread (one hand-off per message); the group
+    commit of the queue gathers the fsyncs of the sessions that arrive meanwhile, so ``executor``
+    should have a thread for every session expected to finish a message at the same time.
+    """
+
+    def __init__(self, queue: MessageQueue, executor: Executor, on_queued: Callable[[str], None]) -> None:
         self.queue = queue
         self.executor = executor
         self.on_queued = on_queued
@@ -41,39 +46,51 @@ class MessagePipeline:
         queue_id = self.queue.new_id()
         context = RelayContext(relay.policy, state, relay.sender, tuple(relay.recipients), queue_id)
         loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self.executor, self._route_and_queue, context, content)
+        if isinstance(outcome, Decision):
+            return outcome
+        if outcome:
+            self.on_queued(queue_id)
+        fqdn = state.connector.fqdn or relay.policy.config.server.fqdn
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "session %s %s: queued %s from <%s> to %s",
+                state.session_id,
+                state.connection.remote_address,
+                queue_id,
+                relay.sender.address,
+                ", ".join(outcome) or "(handled by the application)",
+            )
+        return Decision(250, "2.6.0", f"<{queue_id}@{fqdn}> Queued mail for delivery", "", _SOURCE)
+
+    def _route_and_queue(self, context: RelayContext, content: bytes) -> tuple[str, ...] | Decision:
+        """On a worker thread: the handlers' verdict, then the queue write; the recipients queued
+        for the smarthost, or the refusal to send instead of 250."""
+        state = context.session
         try:
-            relayed = await loop.run_in_executor(self.executor, route_message, context, content)
+            relayed = route_message(context, content)
         except SMTPError as error:
             return decision_from_smtp_error(error, _SOURCE)
         except Exception:
-            log.exception("session %s: a handler failed on message %s", state.session_id, queue_id)
+            log.exception("session %s: a handler failed on message %s", state.session_id, context.queue_id)
             return Decision(451, "4.3.0", "Temporary server error, please try again later", "handler crashed", _SOURCE)
-        if relayed:
-            envelope = QueuedEnvelope(
-                queue_id=queue_id,
-                sender=relay.sender.address,
-                recipients=relayed,
-                client_address=state.connection.remote_address,
-                client_port=state.connection.remote_port,
-                connector=state.connector.name,
-                session_id=state.session_id,
-                principals=tuple(sorted(state.principals)),
-                rights=tuple(sorted(right.value for right in state.rights.granted)),
-                received_at=time.time(),
-            )
-            try:
-                await self.queue.enqueue_async(envelope, content)
-            except (OSError, ValueError):
-                log.exception("session %s: cannot queue message %s", state.session_id, queue_id)
-                return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
-            self.on_queued()
-        fqdn = state.connector.fqdn or relay.policy.config.server.fqdn
-        log.info(
-            "session %s %s: queued %s from <%s> to %s",
-            state.session_id,
-            state.connection.remote_address,
-            queue_id,
-            relay.sender.address,
-            ", ".join(relayed) or "(handled by the application)",
+        if not relayed:
+            return relayed
+        envelope = QueuedEnvelope(
+            queue_id=context.queue_id,
+            sender=context.sender.address,
+            recipients=relayed,
+            client_address=state.connection.remote_address,
+            client_port=state.connection.remote_port,
+            connector=state.connector.name,
+            session_id=state.session_id,
+            principals=tuple(sorted(state.principals)),
+            rights=tuple(sorted(right.value for right in state.rights.granted)),
+            received_at=time.time(),
         )
-        return Decision(250, "2.6.0", f"<{queue_id}@{fqdn}> Queued mail for delivery", "", _SOURCE)
+        try:
+            self.queue.enqueue(envelope, content)
+        except (OSError, ValueError):
+            log.exception("session %s: cannot queue message %s", state.session_id, context.queue_id)
+            return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
+        return relayed

@@ -5,12 +5,20 @@ outcome is the smarthost's reply: 2xx delivered, 5xx failed for good, anything e
 refused connection, a timeout) tried again later after ``retry_interval``, doubled at every attempt up to
 ``max_retry_interval``. Recipients that failed for good, and those still pending once
 ``message_expiration`` has passed, are reported to the sender in one notification per attempt (none for
-the null sender or for a notification). One connection serves every message due in a run.
+the null sender or for a notification).
+
+A message queued by this process is handed to the worker (:meth:`DeliveryWorker.submit`) and sent at
+once, without reading the queue directory; the directory is scanned for retries when the earliest one
+is due, at every ``poll_interval``, and on :meth:`DeliveryWorker.wake`. One connection serves every
+message while they keep coming (closed after :attr:`DeliveryWorker.KEEP_OPEN` idle seconds); commands
+are pipelined when the smarthost offers PIPELINING (RFC 2920), and RSET is only sent after a
+transaction that did not end with the content's reply.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import smtplib
 import ssl
@@ -32,6 +40,7 @@ Reply = tuple[int, str]
 """A recipient's outcome: the reply code and text, or ``(0, description)`` when there was no reply."""
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 _CONNECTION_ERRORS = (OSError, smtplib.SMTPException)
 
 
@@ -64,19 +73,22 @@ class _Dropped(Exception):
 
 
 class _Smarthost:
-    """One connection to the smarthost, opened on first use and reset (RSET) between messages."""
+    """One connection to the smarthost, opened on first use, reset (RSET) only when a transaction was
+    left open, kept across runs of the background worker."""
 
     def __init__(self, worker: DeliveryWorker, stats: DeliveryStats) -> None:
-        self._worker, self._stats = worker, stats
+        self._worker, self.stats = worker, stats
         self.smtp: smtplib.SMTP | None = None
         self.transactions = 0
+        self.dirty = False  # a MAIL was accepted and the transaction did not end
         self.down: str | None = None
 
     def ready(self) -> tuple[smtplib.SMTP, bool]:
         """A connection in a clean state and whether it served an earlier message."""
         if self.smtp is not None and self.transactions:
             try:
-                if self.smtp.rset()[0] == 250:
+                if not self.dirty or self.smtp.rset()[0] == 250:
+                    self.dirty = False
                     self.transactions += 1
                     return self.smtp, True
             except _CONNECTION_ERRORS:
@@ -84,7 +96,7 @@ class _Smarthost:
             self.discard()
         if self.smtp is None:
             self.smtp = self._worker._connect()
-            self._stats.connections += 1
+            self.stats.connections += 1
             self.transactions = 0
         self.transactions += 1
         return self.smtp, False
@@ -92,7 +104,7 @@ class _Smarthost:
     def discard(self) -> None:
         if self.smtp is not None:
             self.smtp.close()
-            self.smtp, self.transactions = None, 0
+            self.smtp, self.transactions, self.dirty = None, 0, False
 
     def close(self) -> None:
         if self.smtp is not None:
@@ -130,11 +142,16 @@ class DeliveryWorker:
         self._tls_context = tls_context
         self._on_run = on_run  # told the outcome of every background run (metrics)
         self._wake = threading.Event()
+        self._handed: deque[str] = deque()  # ids queued by this process, not yet delivered
+        self._scan_requested = False
         self._stopping = threading.Event()
         self._run_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     # -- the background thread -----------------------------------------------------------------
+
+    # Seconds the background worker keeps an idle smarthost connection for the next message.
+    KEEP_OPEN = 2.0
 
     def start(self) -> None:
         """Start delivering on a daemon thread (a no-op if already running)."""
@@ -144,8 +161,14 @@ class DeliveryWorker:
         self._thread = threading.Thread(target=self._loop, name="relayauth-delivery", daemon=True)
         self._thread.start()
 
+    def submit(self, queue_id: str) -> None:
+        """A message was just queued: deliver it now, without waiting for a scan of the queue."""
+        self._handed.append(queue_id)
+        self._wake.set()
+
     def wake(self) -> None:
-        """A message was queued: run soon instead of at the next poll."""
+        """The queue changed in a way only a scan shows (a retry asked for): scan it now."""
+        self._scan_requested = True
         self._wake.set()
 
     def stop(self, timeout: float = 10) -> None:
@@ -160,50 +183,82 @@ class DeliveryWorker:
                 self._thread = None
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                stats = self.run_once()
-                if self._on_run is not None:
-                    self._on_run(stats)
-            except Exception:
-                log.exception("delivery run failed; trying again at the next poll")
-            self._wake.wait(self._sleep_time())
-
-    def _sleep_time(self) -> float:
+        smarthost = _Smarthost(self, DeliveryStats())
+        next_scan = 0.0
         try:
-            pending = [envelope.next_attempt for envelope in self.queue.list()]
-        except OSError:
-            return self._poll
-        if not pending:
-            return self._poll
-        return max(0.0, min(min(pending) - self._clock(), self._poll))
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    now = self._clock()
+                    if self._scan_requested or now >= next_scan:
+                        self._scan_requested = False
+                        self._handed.clear()  # before the scan, which finds them all
+                        due, next_due = self._scan(now)
+                        next_scan = min(next_due, now + self._poll)
+                    else:
+                        due = [self._handed.popleft() for _ in range(len(self._handed))]
+                    smarthost.stats = stats = DeliveryStats()
+                    smarthost.down = None
+                    retry_at = self._deliver(due, smarthost, stats)
+                    next_scan = min(next_scan, retry_at)
+                    if self._on_run is not None and stats.messages:
+                        self._on_run(stats)
+                except Exception:
+                    log.exception("delivery run failed; trying again at the next poll")
+                    smarthost.discard()
+                    next_scan = self._clock() + self._poll
+                if self._handed or self._scan_requested:
+                    continue
+                if smarthost.smtp is not None:
+                    if self._wake.wait(min(max(0.0, next_scan - self._clock()), self.KEEP_OPEN)):
+                        continue
+                    smarthost.close()
+                self._wake.wait(max(0.0, next_scan - self._clock()))
+        finally:
+            smarthost.close()
+
+    def _scan(self, now: float) -> tuple[list[str], float]:
+        """The queue ids due now and when the next one not yet due will be."""
+        due, later = [], math.inf
+        for envelope in self.queue.list():
+            if envelope.next_attempt <= now:
+                due.append(envelope.queue_id)
+            else:
+                later = min(later, envelope.next_attempt)
+        return due, later
 
     # -- one run ------------------------------------------------------------------------------
 
     def run_once(self) -> DeliveryStats:
         """Deliver every message due now, and the notifications this produces; returns what happened."""
+        stats = DeliveryStats()
+        smarthost = _Smarthost(self, stats)
+        try:
+            self._deliver([envelope.queue_id for envelope in self.queue.due(self._clock())], smarthost, stats)
+        finally:
+            smarthost.close()
+        return stats
+
+    def _deliver(self, queue_ids: Sequence[str], smarthost: _Smarthost, stats: DeliveryStats) -> float:
+        """Deliver these messages and the notifications they produce; returns the earliest retry time."""
+        retry_at = math.inf
         with self._run_lock:
-            stats = DeliveryStats()
-            smarthost = _Smarthost(self, stats)
-            work = deque(envelope.queue_id for envelope in self.queue.due(self._clock()))
-            try:
-                while work and not self._stopping.is_set():
-                    queue_id = work.popleft()
-                    try:
-                        envelope, content = self.queue.load(queue_id)
-                    except KeyError as error:
-                        log.info("%s: no longer deliverable (%s)", queue_id, error)
-                        continue
-                    stats.messages += 1
-                    results = self._attempt(smarthost, envelope, content)
-                    notification = self._settle(envelope, content, results, stats)
-                    if notification is not None:
-                        work.append(notification)
-            finally:
-                smarthost.close()
-            log.debug("delivery run: %s", stats)
-            return stats
+            work = deque(queue_ids)
+            while work and not self._stopping.is_set():
+                queue_id = work.popleft()
+                try:
+                    envelope, content = self.queue.load(queue_id)
+                except KeyError as error:
+                    log.info("%s: no longer deliverable (%s)", queue_id, error)
+                    continue
+                stats.messages += 1
+                results = self._attempt(smarthost, envelope, content)
+                notification, next_attempt = self._settle(envelope, content, results, stats)
+                retry_at = min(retry_at, next_attempt)
+                if notification is not None:
+                    work.append(notification)
+        log.debug("delivery run: %s", stats)
+        return retry_at
 
     def _attempt(self, smarthost: _Smarthost, envelope: QueuedEnvelope, content: bytes) -> dict[str, Reply]:
         """One transaction for all remaining recipients; retried once on a fresh connection if a reused
@@ -219,7 +274,7 @@ class DeliveryWorker:
                 log.warning("%s", smarthost.down)
                 return {rcpt: (0, smarthost.down) for rcpt in recipients}
             try:
-                results = _transaction(smtp, envelope.sender, recipients, content)
+                results, smarthost.dirty = _transaction(smtp, envelope.sender, recipients, content)
             except _Dropped as dropped:
                 smarthost.discard()
                 if reused and dropped.before_data and not last_try:
@@ -232,8 +287,9 @@ class DeliveryWorker:
 
     def _settle(
         self, envelope: QueuedEnvelope, content: bytes, results: dict[str, Reply], stats: DeliveryStats
-    ) -> str | None:
-        """Record the outcome: update or remove the message, queue a notification; returns its id."""
+    ) -> tuple[str | None, float]:
+        """Record the outcome: update or remove the message, queue a notification; returns its id and
+        when the message is to be tried again (infinity when it left the queue)."""
         now = self._clock()
         qid = envelope.queue_id
         failures: list[FailedRecipient] = []
@@ -261,6 +317,7 @@ class DeliveryWorker:
             stats.failed += len(deferred)
             deferred = []
         notification = self._notify(envelope, content, failures, now, stats) if failures else None
+        next_attempt = math.inf
         try:
             if deferred:
                 attempts = envelope.attempts + 1
@@ -276,7 +333,7 @@ class DeliveryWorker:
                 stats.finished += 1
         except KeyError:
             log.info("%s: removed from the queue during delivery", qid)
-        return notification
+        return notification, next_attempt
 
     def _notify(
         self, envelope: QueuedEnvelope, content: bytes, failures: Sequence[FailedRecipient], now: float,
@@ -324,8 +381,11 @@ class DeliveryWorker:
         return self._tls_context
 
 
-def _transaction(smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], content: bytes) -> dict[str, Reply]:
-    """MAIL, one RCPT per recipient, DATA; the reply that decides each recipient's outcome."""
+def _transaction(
+    smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], content: bytes
+) -> tuple[dict[str, Reply], bool]:
+    """MAIL, one RCPT per recipient, DATA; the reply that decides each recipient's outcome, and
+    whether a transaction was left open (MAIL accepted, no content sent: RSET before the next)."""
     data = _BARE_LF.sub(b"\r\n", content)
     options = ""
     if smtp.has_extn("size"):
@@ -336,35 +396,55 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], con
     if unicode and smtp.has_extn("smtputf8"):
         options += " SMTPUTF8"
     smtp.command_encoding = "utf-8" if unicode else "ascii"
+    commands = [f"MAIL FROM:<{sender}>{options}"] + [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
     results: dict[str, Reply] = {}
     before_data = True
     try:
-        code, text = _command(smtp, "MAIL", f"FROM:<{sender}>{options}")
-        if not 200 <= code < 300:
-            return {rcpt: (code, text) for rcpt in recipients}
+        if smtp.has_extn("pipelining"):
+            # RFC 2920: the envelope and DATA in one write, then their replies in order.
+            smtp.send("".join(f"{command}\r\n" for command in commands + ["DATA"]))
+            replies = [_reply(smtp) for _ in commands]
+            data_reply = _reply(smtp)
+        else:
+            replies = [_reply(smtp, commands[0])]
+            if 200 <= replies[0][0] < 300:
+                replies += [_reply(smtp, command) for command in commands[1:]]
+            data_reply = None
+        mail = replies[0]
+        mail_accepted = 200 <= mail[0] < 300
         accepted = []
-        for rcpt in recipients:
-            reply = _command(smtp, "RCPT", f"TO:<{rcpt}>")
-            if 200 <= reply[0] < 300:
+        for rcpt, reply in zip(recipients, replies[1:]):
+            if 200 <= reply[0] < 300 and mail_accepted:
                 accepted.append(rcpt)
             else:
-                results[rcpt] = reply
-        if accepted:
+                results[rcpt] = reply if mail_accepted else mail
+        if data_reply is None and accepted:
+            data_reply = _reply(smtp, "DATA")
+        if data_reply is not None and data_reply[0] == 354:
+            # With nothing accepted (a server answering 354 all the same) an empty message ends
+            # DATA; the server discards it (RFC 2920 3.1).
             before_data = False
-            raw: bytes | str
-            try:
-                code, raw = smtp.data(data)
-            except smtplib.SMTPDataError as error:
-                code, raw = error.smtp_code, error.smtp_error
-            for rcpt in accepted:
-                results[rcpt] = (code, _text(raw))
-        return results
+            stuffed = _LEADING_DOT.sub(b"..", data) if accepted else b""
+            if stuffed and not stuffed.endswith(b"\r\n"):
+                stuffed += b"\r\n"
+            smtp.send(stuffed + b".\r\n")
+            final = _reply(smtp)
+            results.update((rcpt, final) for rcpt in accepted)
+            return results, False
+        if not mail_accepted:
+            return {rcpt: mail for rcpt in recipients}, False
+        if accepted and data_reply is not None:  # DATA refused: every accepted recipient's answer
+            results.update((rcpt, data_reply) for rcpt in accepted)
+        return results, True
     except _CONNECTION_ERRORS as error:
         raise _Dropped(results, _describe(error), before_data) from error
 
 
-def _command(smtp: smtplib.SMTP, verb: str, argument: str) -> Reply:
-    code, raw = smtp.docmd(verb, argument)
+def _reply(smtp: smtplib.SMTP, command: str | None = None) -> Reply:
+    """Send ``command`` (if given) and read its reply."""
+    if command is not None:
+        smtp.putcmd(command)
+    code, raw = smtp.getreply()
     return code, _text(raw)
 
 

@@ -82,8 +82,6 @@ class SharedThrottleArea:
         self._rate_hashes, self._rate_tats = rate.cast("Q"), rate.cast("d")
         # The connection table as int32 cells, ``_row`` a slot: the hash in cells 0-1, worker w's count in 2 + w.
         self._connection_hashes, self._counts = connections.cast("Q"), connections.cast("i")
-        self._views: tuple[memoryview, ...] = (self._rate_hashes, self._rate_tats, self._connection_hashes, self._counts)
-        self._views += (rate, connections, whole)  # released in this order by close()
         self._lock_file = tempfile.TemporaryFile(prefix="relayauth-throttle-")
         self._lock_fd = self._lock_file.fileno()
         self._thread_lock = threading.Lock()
@@ -187,8 +185,8 @@ class SharedThrottleArea:
 
     def close(self) -> None:
         """Unmap the tables in this process (other processes keep theirs)."""
-        for view in self._views:
-            view.release()
+        for view in (self._rate_hashes, self._rate_tats, self._connection_hashes, self._counts):
+            view.release()  # the slices they were cast from are gone with __init__
         self._map.close()
         self._lock_file.close()
 
