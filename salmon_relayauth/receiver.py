@@ -15,6 +15,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pluggy
 from salmon.routing import Router
@@ -34,6 +35,10 @@ from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
 from .queue.store import MessageQueue
 from .throttling.factory import throttle_gate
+from .throttling.shared import SharedConnectionTracker
+
+if TYPE_CHECKING:
+    from .workers import WorkerPlace
 
 __all__ = ["RelayReceiver"]
 
@@ -56,10 +61,17 @@ class RelayReceiver:
         queue_dir: str | Path | None = None,
         plugin_manager: pluggy.PluginManager | None = None,
         shutdown_grace: float = 10.0,
+        worker: WorkerPlace | None = None,
     ) -> None:
         self.policy: RelayPolicy = load_policy(config, plugin_manager)
+        self.worker = worker
         settings = self.policy.config.queue
-        self.queue = MessageQueue(Path(queue_dir) if queue_dir is not None else settings.directory, fsync=settings.fsync)
+        self.queue = MessageQueue(
+            Path(queue_dir) if queue_dir is not None else settings.directory,
+            fsync=settings.fsync,
+            recover=worker is None,  # the master recovered it before starting the workers
+            partition=(worker.partition, worker.count) if worker is not None else None,
+        )
         self.metrics = RelayMetrics(MetricsRegistry())
         self.metrics.watch_queue(self._queue_stats)
         smarthost = self.policy.config.smarthost
@@ -71,8 +83,10 @@ class RelayReceiver:
             else None
         )
         endpoint = self.policy.config.metrics
+        # Each worker process serves its own figures, on the configured port plus its partition.
+        metrics_port = endpoint.port + (worker.partition if worker is not None and endpoint.port else 0)
         self.metrics_server = (
-            MetricsServer(self.metrics.registry, endpoint.host, endpoint.port) if endpoint.host is not None else None
+            MetricsServer(self.metrics.registry, endpoint.host, metrics_port) if endpoint.host is not None else None
         )
         self.shutdown_grace = shutdown_grace
         self._reload_lock = threading.Lock()
@@ -88,7 +102,7 @@ class RelayReceiver:
             self.pipeline,
             self.loop,
             context,
-            throttle_gate(self.policy.config),
+            throttle_gate(self.policy.config, worker.area if worker is not None else None),
             protocol_log=ProtocolLog(
                 logs.directory / "ProtocolLog" / "SmtpReceive",
                 max_file_size=logs.protocol_log_max_file_size,
@@ -101,6 +115,8 @@ class RelayReceiver:
             decision_log=DecisionLog(logs.directory / "decisions.jsonl") if logs.decision_log else None,
             metrics=self.metrics,
         )
+        if worker is not None:
+            self.server.tracker = SharedConnectionTracker(worker.area, worker.slot)
         self._thread: threading.Thread | None = None
         self.config_path = Path(config)
         self._given_plugin_manager = plugin_manager
@@ -132,7 +148,10 @@ class RelayReceiver:
         """Bind every listening socket (errors raise here), then serve in a background thread."""
         # A handler crash must reach the listener, which answers 451 instead of acknowledging it.
         Router.LOG_EXCEPTIONS = False
-        sockets = open_listening_sockets(distinct_bindings(self.policy))
+        if self.worker is not None:
+            sockets = {binding: self.worker.sockets[binding] for binding in distinct_bindings(self.policy)}
+        else:
+            sockets = open_listening_sockets(distinct_bindings(self.policy))
         started = threading.Event()
 
         def serve() -> None:
@@ -177,6 +196,10 @@ class RelayReceiver:
             wanted = distinct_bindings(policy)
             added = [binding for binding in wanted if binding not in self.server.listeners]
             removed = [binding for binding in self.server.listeners if binding not in wanted]
+            if self.worker is not None and (added or removed):
+                # The master owns the sockets: it starts a new generation of workers for new bindings.
+                log.warning("worker %d: bindings changed; the master serves them with new workers", self.worker.slot)
+                added, removed = [], []
             try:
                 sockets = open_listening_sockets(added)
             except OSError as error:
@@ -205,6 +228,10 @@ class RelayReceiver:
         Everything that was acknowledged stays in the queue for the next start."""
         if self._thread is None:
             return
+        if self.worker is not None and self.delivery is not None:
+            # Another generation of workers may start delivering this partition: stop first, so a
+            # message is never sent by two of them; what is queued meanwhile waits for their scan.
+            self.delivery.stop()
         future = asyncio.run_coroutine_threadsafe(self.server.stop(self.shutdown_grace), self.loop)
         future.result()
         if self.metrics_server is not None:

@@ -64,6 +64,8 @@ def connector_to_mapping(connector: Connector) -> dict[str, Any]:
 
 def config_to_mapping(config: RelayConfig) -> dict[str, Any]:
     data: dict[str, Any] = {"server": {"fqdn": config.server.fqdn}}
+    if config.server.workers != 1:
+        data["server"]["workers"] = config.server.workers or "auto"
     if config.accepted_domains:
         data["accepted_domains"] = [
             {"domain": domain.domain, "type": domain.type.value} for domain in config.accepted_domains

@@ -28,6 +28,7 @@ from ..model.connector import (
     ProxySettings,
     QueueSettings,
     RelayConfig,
+    MAX_WORKERS,
     ServerSettings,
     SmarthostSettings,
     ThrottlingSettings,
@@ -69,7 +70,7 @@ TLS_KEYS = ("certificate", "key")
 PROXY_KEYS = ("trusted_proxies", "timeout")
 QUEUE_KEYS = ("directory", "retry_interval", "max_retry_interval", "message_expiration", "fsync")
 AUTHENTICATION_KEYS = ("users_file",)
-SERVER_KEYS = ("fqdn",)
+SERVER_KEYS = ("fqdn", "workers")
 SMARTHOST_KEYS = ("host", "port", "starttls", "ssl", "username", "password")
 PERMISSION_KEYS = ("user", "extended_rights", "deny")
 ACCEPTED_DOMAIN_KEYS = ("domain", "type")
@@ -213,8 +214,14 @@ class _Reader:
         fqdn = table.get("fqdn", ServerSettings().fqdn)
         if not isinstance(fqdn, str):
             self.problem("[server]", "fqdn", f"{fqdn!r} is not a string")
-            return ServerSettings()
-        return ServerSettings(fqdn=fqdn)
+            fqdn = ServerSettings().fqdn
+        workers = table.get("workers", 1)
+        if workers == "auto":
+            workers = 0
+        elif isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            self.problem("[server]", "workers", f"{workers!r} is not a number of processes from 1 to {MAX_WORKERS}, or \"auto\"")
+            workers = 1
+        return ServerSettings(fqdn=fqdn, workers=workers)
 
     def accepted_domains(self, value: object) -> tuple[AcceptedDomain, ...]:
         if not isinstance(value, list):

@@ -4,6 +4,7 @@ the count of open connections per connector and per source on this relay node.""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..engine.limits import ConnectionCounts
@@ -69,6 +70,13 @@ class ConnectionTracker:
     def opened(self, connector: str, source: str) -> None:
         self.by_connector[connector] += 1
         self.by_source[(connector, source)] += 1
+
+    def open_unless(self, connector: str, source: str, refuse: Callable[[ConnectionCounts], bool]) -> bool:
+        """Count one more connection unless ``refuse`` says no to the current counts."""
+        if refuse(self.counts(connector, source)):
+            return False
+        self.opened(connector, source)
+        return True
 
     def closed(self, connector: str, source: str) -> None:
         self.by_connector[connector] -= 1

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine.smtp_address import MailPath
 from ..model.addresses import AddressError, Binding, client_address
@@ -17,6 +17,7 @@ from ..model.session import SessionState
 from ..policy import RelayPolicy
 from ..throttling.gate import ThrottleGate
 from ..throttling.memory import MemoryThrottleStore
+from ..throttling.shared import SharedConnectionTracker
 from .guard import ConnectionTracker
 from .pipeline import MessagePipeline
 from .smtp import ConnectorSMTP
@@ -75,11 +76,12 @@ class RelayServer:
     decision_log: DecisionLog | None = None
     metrics: RelayMetrics | None = None
     sessions_opened: int = 0
+    # Open connections per connector and source: this process's, or those of every worker process.
+    tracker: ConnectionTracker | SharedConnectionTracker = field(default_factory=ConnectionTracker)
 
     def __post_init__(self) -> None:
         self.listeners: dict[Binding, tuple[socket.socket, asyncio.base_events.Server]] = {}
         self.connections: set[ConnectorSMTP] = set()
-        self.tracker = ConnectionTracker()
         if self.throttle is None:
             self.throttle = ThrottleGate(MemoryThrottleStore())
         self._log_flusher: asyncio.TimerHandle | None = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP
 
 from ..engine.judge import message_size_limit
-from ..engine.limits import source_key
+from ..engine.limits import ConnectionCounts, source_key
 from ..engine.replies import reply
 from ..metrics import DecisionOutcome
 from ..model.connection import ConnectionInfo
@@ -133,8 +133,15 @@ class ConnectorSMTP(SMTP):
             return greeting
         connector = self.relay.session.connector
         source = source_key(connector, connection.remote_address)
-        refusal = policy.connection_limit(connector, connection, self.server.tracker.counts(connector.name, source))
-        if refusal is not None and connector.throttling_shadow:
+        verdict: list[Decision | None] = [None]
+
+        def refuse(counts: ConnectionCounts) -> bool:  # under the tracker's lock (shared by worker processes)
+            verdict[0] = policy.connection_limit(connector, connection, counts)
+            return verdict[0] is not None and not connector.throttling_shadow
+
+        opened = self.server.tracker.open_unless(connector.name, source, refuse)
+        refusal = verdict[0]
+        if refusal is not None and opened:  # shadow mode: counted and served, the refusal only logged
             self.logs.decision(refusal, "(connect)", shadow=True)
             log.info(
                 "shadow: would have refused %s on connector %r: %s (%s)",
@@ -145,6 +152,7 @@ class ConnectorSMTP(SMTP):
             )
             refusal = None
         if refusal is not None:
+            assert not opened
             self._refusal = refusal
             self.logs.decision(refusal, "(connect)")
             if metrics is not None:
@@ -152,7 +160,6 @@ class ConnectorSMTP(SMTP):
                 metrics.throttled(connector.name, "connection_limits")
             log.info("refused %s on connector %r: %s", connection.remote_address, connector.name, refusal.reason)
             return refusal
-        self.server.tracker.opened(connector.name, source)
         self._tracked = (connector.name, source)
         self.server.sessions_opened += 1
         if metrics is not None:
@@ -178,14 +185,17 @@ class ConnectorSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self._tracked is not None:
-            self.server.tracker.closed(*self._tracked)
-            self._tracked = None
+        self._untrack()
         if self._lifetime is not None:
             self._lifetime.cancel()
         if self.logs is not None:
             self.logs.disconnected(by_client=not self._closed_locally)
         super().connection_lost(error)
+
+    def _untrack(self) -> None:
+        if self._tracked is not None:
+            self.server.tracker.closed(*self._tracked)
+            self._tracked = None
 
     def _timeout_cb(self) -> None:
         """Idle for connection_inactivity_timeout: say so before closing (aiosmtpd closes silently).
@@ -436,6 +446,9 @@ class ConnectorSMTP(SMTP):
         await self.push("214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP AUTH NOOP VRFY")
 
     async def smtp_QUIT(self, arg: str | None) -> None:
+        # The session is over: it stops counting against the connection limits before the client
+        # reads 221 and connects again (it may land on another worker, before this one closes).
+        self._untrack()
         await self.push(self._render(reply("quit")))
         if self.transport is not None:
             self._closed_locally = True

@@ -7,6 +7,8 @@ applied by the configuration loader, which knows which fields the operator left 
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -136,11 +138,21 @@ class AcceptedDomain:
     type: AcceptedDomainType = AcceptedDomainType.AUTHORITATIVE
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """Server-wide settings: the FQDN connectors default to."""
+    """Server-wide settings: the FQDN connectors default to, and how many worker processes serve
+    the listening sockets (``workers = "auto"``, stored as 0, means one per CPU)."""
 
     fqdn: str = "localhost"
+    workers: int = 1
+
+    @property
+    def worker_count(self) -> int:
+        """The number of worker processes to run (``auto`` resolved on this machine)."""
+        return self.workers or max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 @dataclass(frozen=True, slots=True)

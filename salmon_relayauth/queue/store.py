@@ -13,8 +13,10 @@ the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent
 files in parallel and share one flush of the directory (group commit). Delivery is at least once: a
 crash between delivery and the state update delivers again, never loses.
 
-One process owns a queue directory; the ``queue`` command opens it with ``recover=False`` so that it
-never touches another process's files in flight.
+One process recovers a queue directory at start-up; the ``queue`` command and the relay's worker
+processes open it with ``recover=False`` so that they never touch another process's files in flight.
+Worker processes share the directory: each writes new messages freely (ids are unique) and delivers
+only its own partition (``partition=(index, count)``, see :func:`queue_partition`).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import re
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MessageQueue", "QueuedEnvelope", "valid_queue_id"]
+__all__ = ["MessageQueue", "QueuedEnvelope", "queue_partition", "valid_queue_id"]
 
 log = logging.getLogger("salmon_relayauth.queue")
 
@@ -46,6 +49,12 @@ CORRUPT_DIR = "corrupt"
 _MAX_HEADER = 4 << 20
 _ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
 _ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+def queue_partition(queue_id: str, count: int) -> int:
+    """Which of ``count`` worker processes delivers this message: a hash of the id, so every id,
+    including those written under another number of workers, belongs to exactly one of them."""
+    return zlib.crc32(queue_id.encode("ascii", "replace")) % count
 
 
 def valid_queue_id(queue_id: str) -> bool:
@@ -151,9 +160,13 @@ class _GroupCommit:
 class MessageQueue:
     """Queued messages and their envelopes in one directory (created if missing)."""
 
-    def __init__(self, directory: Path, *, fsync: bool = True, recover: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, fsync: bool = True, recover: bool = True, partition: tuple[int, int] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
+        # (index, count): this process lists only the messages of its partition, and its new ids are in it.
+        self.partition = partition
         self.directory.mkdir(parents=True, exist_ok=True)
         self._commit = _GroupCommit(self.directory)
         self._id_lock = threading.Lock()
@@ -166,11 +179,15 @@ class MessageQueue:
     # -- writing -------------------------------------------------------------------------------
 
     def new_id(self) -> str:
-        """A unique id that sorts by arrival: nanoseconds since the epoch (hex) and a random suffix."""
+        """A unique id that sorts by arrival: nanoseconds since the epoch (hex) and a random suffix
+        (drawn again until the id falls in this process's partition, if it has one)."""
         with self._id_lock:
             stamp = max(time.time_ns(), self._last_id_time + 1)
             self._last_id_time = stamp
-        return f"{stamp:016x}-{secrets.token_hex(4)}"
+        while True:
+            queue_id = f"{stamp:016x}-{secrets.token_hex(4)}"
+            if self.partition is None or queue_partition(queue_id, self.partition[1]) == self.partition[0]:
+                return queue_id
 
     def enqueue(self, envelope: QueuedEnvelope, content: bytes) -> None:
         """Store a new message; with ``fsync`` it is on disk, directory entry included, on return."""
@@ -297,7 +314,9 @@ class MessageQueue:
         names = sorted(entry.name for entry in os.scandir(self.directory) if entry.name.endswith(MESSAGE_SUFFIX))
         for name in names:
             queue_id = name[: -len(MESSAGE_SUFFIX)]
-            if valid_queue_id(queue_id):
+            if valid_queue_id(queue_id) and (
+                self.partition is None or queue_partition(queue_id, self.partition[1]) == self.partition[0]
+            ):
                 yield queue_id
 
     def _envelope(self, queue_id: str) -> tuple[QueuedEnvelope, int]:

@@ -11,7 +11,6 @@ from ..model.decision import Decision
 from ..model.enums import BackendFailure
 from ..model.limits import RateLimit, RateVerdict
 from .base import ThrottleStore, ThrottleUnavailable
-from .memory import MemoryThrottleStore
 
 __all__ = ["ThrottleGate"]
 
@@ -23,7 +22,7 @@ class ThrottleGate:
     """The store in use plus a local fallback for when a shared store cannot be reached.
 
     While Redis is down, a connector with ``throttling_backend_failure = "LocalLimits"`` (the default)
-    keeps serving with limits counted in this process only; one with ``"Refuse"`` answers
+    keeps serving with limits counted on this machine only; one with ``"Refuse"`` answers
     ``451 4.3.2`` so clients retry later. Either way the log says so (at most every 30 seconds).
     """
 
@@ -31,7 +30,7 @@ class ThrottleGate:
     # every MAIL FROM a network timeout.
     RETRY_AFTER = 1.0
 
-    def __init__(self, store: ThrottleStore, fallback: MemoryThrottleStore | None = None) -> None:
+    def __init__(self, store: ThrottleStore, fallback: ThrottleStore | None = None) -> None:
         self.store = store
         self.fallback = fallback
         self._last_warning = 0.0

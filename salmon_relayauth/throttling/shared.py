@@ -284,6 +284,21 @@ class SharedConnectionTracker:
     def opened(self, connector: str, source: str) -> None:
         self._add(connector, source, 1)
 
+    def open_unless(self, connector: str, source: str, refuse: Callable[[ConnectionCounts], bool]) -> bool:
+        """Count one more connection unless ``refuse`` says no to the current counts; both under the
+        lock, so that workers accepting at the same moment cannot together exceed a cap."""
+        keys = _connection_keys(connector, source)
+        self.area.acquire()
+        try:
+            counts = ConnectionCounts(self.area.connection_total(keys[0]), self.area.connection_total(keys[1]))
+            if refuse(counts):
+                return False
+            for h in keys:
+                self.area.connection_add(h, self.worker_index, 1)
+            return True
+        finally:
+            self.area.release()
+
     def closed(self, connector: str, source: str) -> None:
         self._add(connector, source, -1)
 
