@@ -168,11 +168,12 @@ class Target:
 class RelayTarget(Target):
     delivers = True
 
-    def __init__(self, name: str, allow_everything: bool, log_level: str) -> None:
+    def __init__(self, name: str, allow_everything: bool, log_level: str, workers: str = "1") -> None:
         super().__init__()
         self.name = name
         self.allow_everything = allow_everything
         self.log_level = log_level
+        self.workers = workers
         self.queue: Path | None = None
 
     def write_config(self, workdir: Path, port: int, sink_port: int) -> Path:
@@ -187,7 +188,7 @@ class RelayTarget(Target):
         self.workdir = workdir
         config = self.write_config(workdir, port, sink_port)
         command = [sys.executable, "-m", "salmon_relayauth", "serve", str(config), "--grace", "2",
-                   "--log-level", self.log_level]
+                   "--log-level", self.log_level, "--workers", self.workers]
         return self._spawn(command, workdir, port)
 
     def stored(self) -> int | None:
@@ -263,11 +264,11 @@ OPTIONAL = ("salmon-b128",)
 ALIASES = {"relay": ("relay-full", "relay-allow"), "all": ALL, "python": ("relay-full", "relay-allow", "salmon", "aiosmtpd")}
 
 
-def make_target(name: str, relay_log_level: str = "WARNING", postfix_log: bool = False) -> Target:
+def make_target(name: str, relay_log_level: str = "WARNING", postfix_log: bool = False, relay_workers: str = "1") -> Target:
     if name == "relay-full":
-        return RelayTarget(name, False, relay_log_level)
+        return RelayTarget(name, False, relay_log_level, relay_workers)
     if name == "relay-allow":
-        return RelayTarget(name, True, relay_log_level)
+        return RelayTarget(name, True, relay_log_level, relay_workers)
     if name == "salmon":
         return SalmonTarget(name, None)
     if name == "salmon-b128":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 __all__ = ["DataOutcome", "read_data"]
 
 _BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_DOT_CRLF = b".\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,38 +36,45 @@ async def read_data(
 ) -> DataOutcome:
     """Read up to the end marker. Past ``size_limit`` the rest is read and discarded, so the
     reply can come after the end marker as RFC 5321 §4.2.5 wants. ``on_progress`` is called for
-    every line received (a client sending a large message steadily is not idle)."""
-    lines: list[bytes] = []
-    fragments: list[bytes] = []
+    every piece received (a client sending a large message steadily is not idle).
+
+    The content is read in pieces that end at ``.CRLF`` (or at the reader's limit), not line by
+    line: a piece ends the message when its dot starts a line, that is when CRLF precedes it."""
+    pieces: list[bytes] = []
+    tail = b"\r\n"  # the last two bytes read: the message starts at a line start
     size = 0
     too_big = False
     while True:
         try:
-            chunk = await reader.readuntil(b"\r\n")
+            piece = await reader.readuntil(_DOT_CRLF)
         except asyncio.LimitOverrunError as overrun:
-            chunk = await reader.read(overrun.consumed)  # a long line: keep reading it in pieces
+            piece = await reader.read(overrun.consumed)  # no end in sight yet: keep what is there
         except asyncio.IncompleteReadError as error:
             raise ConnectionResetError("connection closed during DATA") from error
         if on_progress is not None:
             on_progress()
-        if not fragments and chunk == b".\r\n":
+        if piece.endswith(_DOT_CRLF) and (tail + piece[:-3])[-2:] == b"\r\n":
+            piece = piece[:-3]  # the end marker
+            ended = True
+        else:
+            ended = False
+        if piece:
+            tail = (tail + piece)[-2:]
+            size += len(piece)
+            if size_limit is not None and size > size_limit:
+                too_big = True
+                pieces.clear()
+            if not too_big:
+                pieces.append(piece)
+        if ended:
             break
-        size += len(chunk)
-        if size_limit is not None and size > size_limit:
-            too_big = True
-            lines.clear()
-        if not chunk.endswith(b"\r\n"):
-            fragments.append(chunk)
-            continue
-        if fragments:
-            fragments.append(chunk)
-            chunk = b"".join(fragments)
-            fragments.clear()
-        if not too_big:
-            lines.append(chunk[1:] if chunk.startswith(b".") else chunk)
     if too_big:
         return DataOutcome(b"", too_big=True)
-    content = b"".join(lines)
+    content = b"".join(pieces)
+    # Dot-unstuffing: a line's leading dot goes (lines start after CRLF only, and at the start).
+    content = content.replace(b"\r\n.", b"\r\n")
+    if content.startswith(b"."):
+        content = content[1:]
     if _BARE_LINE_END.search(content):
         if reject_bare_line_ends:
             return DataOutcome(b"", bare_line_ends=True)

@@ -81,6 +81,8 @@ class ConnectorSMTP(SMTP):
         self._closed_locally = False
         self.logs: SessionLogs | None = None
         self._command = ""  # the command being answered, for the decision log
+        self._reading_data = False
+        self._idle_deadline = 0.0
         # Command lines end with CRLF only: a bare LF inside a line never starts another command.
         reader: asyncio.StreamReader = self._strong_reader  # type: ignore[attr-defined]
         reader.__class__ = CRLFStreamReader
@@ -191,6 +193,29 @@ class ConnectorSMTP(SMTP):
         if self.logs is not None:
             self.logs.disconnected(by_client=not self._closed_locally)
         super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        # DATA is read in pieces that may span many lines: a line arriving shows the client is not
+        # idle. (A command line only counts once complete, so a never-ending one times out.)
+        if self._reading_data and b"\n" in data:
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd cancels and re-arms a timer for every command (and here every DATA piece); this
+        moves a deadline instead, and one timer re-arms itself until the deadline has passed."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+        else:
+            self._timeout_cb()
 
     def _untrack(self) -> None:
         if self._tracked is not None:
@@ -474,7 +499,11 @@ class ConnectorSMTP(SMTP):
         await self.push(decision.render(enhanced_status_codes=False))
         state, connector = relay.session, relay.session.connector
         limit = message_size_limit(state)  # stop keeping data past the limit; the content check refuses it
-        outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled, self._reset_timeout)
+        self._reading_data = True
+        try:
+            outcome = await read_data(self._reader, limit, connector.bare_linefeed_rejection_enabled, self._reset_timeout)
+        finally:
+            self._reading_data = False
         if outcome.too_big:
             relay.reset()
             await self.reply(reply("message_too_big", f"message over {limit} bytes", _SOURCE))
