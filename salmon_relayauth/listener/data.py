@@ -75,8 +75,14 @@ async def read_data(
     content = content.replace(b"\r\n.", b"\r\n")
     if content.startswith(b"."):
         content = content[1:]
-    if _BARE_LINE_END.search(content):
+    if _has_bare_line_end(content):
         if reject_bare_line_ends:
             return DataOutcome(b"", bare_line_ends=True)
         content = _BARE_LINE_END.sub(b"\r\n", content)
     return DataOutcome(content)
+
+
+def _has_bare_line_end(content: bytes) -> bool:
+    """Whether a CR or an LF stands outside a CRLF (three counts: faster than the regex's search)."""
+    pairs = content.count(b"\r\n")
+    return content.count(b"\n") != pairs or content.count(b"\r") != pairs

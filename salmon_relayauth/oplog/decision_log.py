@@ -17,6 +17,9 @@ from ..model.decision import Decision
 __all__ = ["DecisionLog"]
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps would make one per call
+
+
 class DecisionLog:
     """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's:
     at the end of every session (:meth:`flush`), once a second while decisions keep coming, when
@@ -35,13 +38,19 @@ class DecisionLog:
         self._pending: list[str] = []
         self._pending_size = 0
         self._last_flush = clock()
+        self._second = -1
+        self._stamp = ""
 
     def record(self, decision: Decision, *, command: str, **context: Any) -> None:
         """One line: time, the context given (session, client, connector, principals, ...), the
         command, the reply, its reason and the plugin that decided."""
         now = self._clock()
+        second = int(now)
+        if second != self._second:  # the date and time to the second, formatted once a second
+            self._second, self._stamp = second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        millisecond = min(999, round((now - second) * 1_000_000) // 1000)
         entry = {
-            "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": f"{self._stamp}.{millisecond:03d}+00:00",
             **context,
             "command": command,
             "decision": decision.render(),
@@ -49,7 +58,7 @@ class DecisionLog:
             "reason": decision.reason,
             "source": decision.source,
         }
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = _ENCODER.encode(entry) + "\n"
         with self._lock:
             self._pending.append(line)
             self._pending_size += len(line)
