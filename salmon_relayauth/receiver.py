@@ -148,6 +148,9 @@ class RelayReceiver:
         """Bind every listening socket (errors raise here), then serve in a background thread."""
         # A handler crash must reach the listener, which answers 451 instead of acknowledging it.
         Router.LOG_EXCEPTIONS = False
+        if self.worker is None and self.policy.config.server.worker_count > 1:
+            log.warning("[server] workers = %s: worker processes are started by `salmon-relayauth serve`; "
+                        "this receiver runs in one process", self.policy.config.server.workers or "auto")
         if self.worker is not None:
             sockets = {binding: self.worker.sockets[binding] for binding in distinct_bindings(self.policy)}
         else:
