@@ -152,22 +152,38 @@ class RelayReceiver:
             log.warning("[server] workers = %s: worker processes are started by `salmon-relayauth serve`; "
                         "this receiver runs in one process", self.policy.config.server.workers or "auto")
         if self.worker is not None:
-            sockets = {binding: self.worker.sockets[binding] for binding in distinct_bindings(self.policy)}
+            sockets = dict(self.worker.sockets)  # the master chose the bindings (it read the file first)
         else:
             sockets = open_listening_sockets(distinct_bindings(self.policy))
         started = threading.Event()
 
+        failure: list[BaseException] = []
+
         def serve() -> None:
             asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start(sockets))
+            try:
+                self.loop.run_until_complete(self.server.start(sockets))
+            except BaseException as error:  # reported to start()'s caller
+                failure.append(error)
+                started.set()
+                return
             if self.metrics_server is not None:
-                self.loop.run_until_complete(self.metrics_server.start())
+                try:
+                    self.loop.run_until_complete(self.metrics_server.start())
+                except OSError as error:  # mail goes on without figures
+                    log.error("metrics server not started on %s:%d: %s", self.metrics_server.host,
+                              self.metrics_server.port, error)
+                    self.metrics_server = None
             started.set()
             self.loop.run_forever()
 
         self._thread = threading.Thread(target=serve, name="relayauth-listener")
         self._thread.start()
         started.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
         if self.delivery is not None:
             self.delivery.start()
         self._reload_on_signal(signal.SIGUSR1)  # Salmon's own `salmon stop` uses SIGHUP to stop

@@ -168,3 +168,16 @@ def test_auth_credentials_never_reach_any_log_file(live_relay, tmp_path) -> None
         for secret in secrets:
             assert secret not in content, (path, secret)
     assert b"AUTH PLAIN" in b"".join(path.read_bytes() for path in files)  # the command itself is logged
+
+
+def test_a_busy_metrics_port_leaves_the_relay_serving(live_relay, smarthost, caplog) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        relay = live_relay(CONFIG.replace("METRICS_PORT", str(port)))
+        run_sessions(relay.port)  # mail flows all the same
+        assert len(smarthost.wait_for(1)) == 1
+    assert any(f"metrics server not started on 127.0.0.1:{port}" in record.getMessage() for record in caplog.records)
