@@ -320,3 +320,19 @@ def test_relay_guard_asks_the_policy_again(live_relay, smtp_client) -> None:
     local.relay = frontend
     handler(local)
     assert calls == ["someone@contoso.com"]
+
+
+def test_lazy_request_reads_like_salmons_own() -> None:
+    """The relay's MailRequest parses the content only when asked, and then shows what Salmon's does."""
+    from salmon_relayauth.routing import LazyMailRequest
+
+    content = b"From: App <App@Contoso.com>\r\nSubject: nightly\r\n\r\nbody text\r\n"
+    peer = ("127.0.0.10", 4000)
+    lazy = LazyMailRequest(peer, "App@Contoso.com", "Kate@Fabrikam.com", content)
+    salmon = MailRequest(peer, "App@Contoso.com", "Kate@Fabrikam.com", content)
+    assert lazy._parsed is None  # nothing parsed yet
+    assert (lazy.From, lazy.To) == (salmon.From, salmon.To) == ("app@contoso.com", "kate@fabrikam.com")
+    assert lazy["subject"] == salmon["subject"] == "nightly"
+    assert lazy["to"] == salmon["to"] == "kate@fabrikam.com"  # filled in from the envelope, as Salmon does
+    assert lazy.body() == salmon.body()
+    assert str(lazy) == str(salmon)
