@@ -33,7 +33,7 @@ from .model.addresses import Binding
 from .plugins import PluginLoadError, make_plugin_manager
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
-from .queue.store import MessageQueue
+from .queue.store import MessageQueue, QueuedEnvelope
 from .throttling.factory import throttle_gate
 from .throttling.shared import SharedConnectionTracker
 
@@ -135,9 +135,9 @@ class RelayReceiver:
             if count:
                 self.metrics.delivery(outcome, count)  # type: ignore[arg-type]
 
-    def _wake_delivery(self, queue_id: str) -> None:
+    def _wake_delivery(self, envelope: QueuedEnvelope, content: bytes) -> None:
         if self.delivery is not None:
-            self.delivery.submit(queue_id)
+            self.delivery.submit(envelope.queue_id, envelope, content)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -539,3 +539,19 @@ def test_connector_grants_number_entries_in_file_order():
     ]
     assert grants[0].origin.startswith("permission entry 1") and "allow" in grants[0].origin
     assert grants[1].origin.startswith("permission entry 2") and "deny" in grants[1].origin
+
+
+def test_one_plugin_manager_gives_each_connector_its_own_grants() -> None:
+    """The default grants plugin remembers each connector's grants; a reloaded configuration's
+    connector (another object, other permissions) must not get the old one's."""
+    manager = make_plugin_manager(load_entrypoints=False)
+    relay = make_config(permissions=[{"user": ANONYMOUS, "extended_rights": ["ms-Exch-SMTP-Accept-Any-Recipient"]}])
+    plain = make_config()
+    for config, relays in ((relay, True), (plain, False), (relay, True)):
+        policy = RelayPolicy(config, manager)
+        session = RelaySession(policy, CLIENT)
+        assert session.open().code == 220
+        assert ("ms-Exch-SMTP-Accept-Any-Recipient" in granted(session)) is relays
+        again = RelaySession(policy, CLIENT)
+        again.open()
+        assert granted(again) == granted(session)

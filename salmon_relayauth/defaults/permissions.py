@@ -21,10 +21,19 @@ class SessionPrincipals:
 
 
 class ConnectorGrants:
-    """Permission groups and explicit permission entries, as grants."""
+    """Permission groups and explicit permission entries, as grants (computed once per connector:
+    a connector is immutable, and every session of it asks)."""
 
     name = "relayauth.permissions"
 
+    def __init__(self) -> None:
+        self._by_connector: dict[int, tuple[Connector, list[Grant]]] = {}
+
     @hookimpl
     def relayauth_grants(self, config: RelayConfig, connector: Connector, connection: ConnectionInfo) -> list[Grant]:
-        return connector_grants(connector)
+        known = self._by_connector.get(id(connector))
+        if known is None or known[0] is not connector:
+            if len(self._by_connector) >= 4096:  # connectors of configurations reloaded long ago
+                self._by_connector.clear()
+            known = self._by_connector[id(connector)] = (connector, connector_grants(connector))
+        return list(known[1])

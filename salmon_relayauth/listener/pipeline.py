@@ -35,7 +35,7 @@ class MessagePipeline:
     should have a thread for every session expected to finish a message at the same time.
     """
 
-    def __init__(self, queue: MessageQueue, executor: Executor, on_queued: Callable[[str], None]) -> None:
+    def __init__(self, queue: MessageQueue, executor: Executor, on_queued: Callable[[QueuedEnvelope, bytes], None]) -> None:
         self.queue = queue
         self.executor = executor
         self.on_queued = on_queued
@@ -49,8 +49,11 @@ class MessagePipeline:
         outcome = await loop.run_in_executor(self.executor, self._route_and_queue, context, content)
         if isinstance(outcome, Decision):
             return outcome
-        if outcome:
-            self.on_queued(queue_id)
+        if isinstance(outcome, QueuedEnvelope):
+            self.on_queued(outcome, content)
+            relayed = outcome.recipients
+        else:
+            relayed = ()
         fqdn = state.connector.fqdn or relay.policy.config.server.fqdn
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -59,13 +62,13 @@ class MessagePipeline:
                 state.connection.remote_address,
                 queue_id,
                 relay.sender.address,
-                ", ".join(outcome) or "(handled by the application)",
+                ", ".join(relayed) or "(handled by the application)",
             )
         return Decision(250, "2.6.0", f"<{queue_id}@{fqdn}> Queued mail for delivery", "", _SOURCE)
 
-    def _route_and_queue(self, context: RelayContext, content: bytes) -> tuple[str, ...] | Decision:
-        """On a worker thread: the handlers' verdict, then the queue write; the recipients queued
-        for the smarthost, or the refusal to send instead of 250."""
+    def _route_and_queue(self, context: RelayContext, content: bytes) -> QueuedEnvelope | None | Decision:
+        """On a worker thread: the handlers' verdict, then the queue write; the envelope queued for
+        the smarthost (None when the handlers relayed nothing), or the refusal to send instead of 250."""
         state = context.session
         try:
             relayed = route_message(context, content)
@@ -75,7 +78,7 @@ class MessagePipeline:
             log.exception("session %s: a handler failed on message %s", state.session_id, context.queue_id)
             return Decision(451, "4.3.0", "Temporary server error, please try again later", "handler crashed", _SOURCE)
         if not relayed:
-            return relayed
+            return None
         envelope = QueuedEnvelope(
             queue_id=context.queue_id,
             sender=context.sender.address,
@@ -93,4 +96,4 @@ class MessagePipeline:
         except (OSError, ValueError):
             log.exception("session %s: cannot queue message %s", state.session_id, context.queue_id)
             return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
-        return relayed
+        return envelope

@@ -142,7 +142,9 @@ class DeliveryWorker:
         self._tls_context = tls_context
         self._on_run = on_run  # told the outcome of every background run (metrics)
         self._wake = threading.Event()
-        self._handed: deque[str] = deque()  # ids queued by this process, not yet delivered
+        # Messages queued by this process, not yet delivered, with their envelope and content while
+        # few are waiting (read from the queue again past that).
+        self._handed: deque[tuple[str, tuple[QueuedEnvelope, bytes] | None]] = deque()
         self._scan_requested = False
         self._stopping = threading.Event()
         self._run_lock = threading.Lock()
@@ -161,9 +163,14 @@ class DeliveryWorker:
         self._thread = threading.Thread(target=self._loop, name="relayauth-delivery", daemon=True)
         self._thread.start()
 
-    def submit(self, queue_id: str) -> None:
-        """A message was just queued: deliver it now, without waiting for a scan of the queue."""
-        self._handed.append(queue_id)
+    # Handed messages kept in memory at most; beyond, only their ids (a slow smarthost must not fill memory).
+    MAX_HANDED_IN_MEMORY = 1000
+
+    def submit(self, queue_id: str, envelope: QueuedEnvelope | None = None, content: bytes | None = None) -> None:
+        """A message was just queued: deliver it now, without waiting for a scan of the queue (and
+        without reading it back, when its envelope and content come along)."""
+        loaded = (envelope, content) if envelope is not None and content is not None else None
+        self._handed.append((queue_id, loaded if len(self._handed) < self.MAX_HANDED_IN_MEMORY else None))
         self._wake.set()
 
     def wake(self) -> None:
@@ -193,7 +200,8 @@ class DeliveryWorker:
                     if self._scan_requested or now >= next_scan:
                         self._scan_requested = False
                         self._handed.clear()  # before the scan, which finds them all
-                        due, next_due = self._scan(now)
+                        scanned, next_due = self._scan(now)
+                        due: list[tuple[str, tuple[QueuedEnvelope, bytes] | None]] = [(q, None) for q in scanned]
                         next_scan = min(next_due, now + self._poll)
                     else:
                         due = [self._handed.popleft() for _ in range(len(self._handed))]
@@ -234,29 +242,35 @@ class DeliveryWorker:
         stats = DeliveryStats()
         smarthost = _Smarthost(self, stats)
         try:
-            self._deliver([envelope.queue_id for envelope in self.queue.due(self._clock())], smarthost, stats)
+            self._deliver([(envelope.queue_id, None) for envelope in self.queue.due(self._clock())], smarthost, stats)
         finally:
             smarthost.close()
         return stats
 
-    def _deliver(self, queue_ids: Sequence[str], smarthost: _Smarthost, stats: DeliveryStats) -> float:
-        """Deliver these messages and the notifications they produce; returns the earliest retry time."""
+    def _deliver(
+        self, items: Sequence[tuple[str, tuple[QueuedEnvelope, bytes] | None]], smarthost: _Smarthost, stats: DeliveryStats
+    ) -> float:
+        """Deliver these messages (ids, with envelope and content when already in hand) and the
+        notifications they produce; returns the earliest retry time."""
         retry_at = math.inf
         with self._run_lock:
-            work = deque(queue_ids)
+            work = deque(items)
             while work and not self._stopping.is_set():
-                queue_id = work.popleft()
-                try:
-                    envelope, content = self.queue.load(queue_id)
-                except KeyError as error:
-                    log.info("%s: no longer deliverable (%s)", queue_id, error)
-                    continue
+                queue_id, loaded = work.popleft()
+                if loaded is not None and queue_id in self.queue:
+                    envelope, content = loaded  # still queued (the queue command may have removed it)
+                else:
+                    try:
+                        envelope, content = self.queue.load(queue_id)
+                    except KeyError as error:
+                        log.info("%s: no longer deliverable (%s)", queue_id, error)
+                        continue
                 stats.messages += 1
                 results = self._attempt(smarthost, envelope, content)
                 notification, next_attempt = self._settle(envelope, content, results, stats)
                 retry_at = min(retry_at, next_attempt)
                 if notification is not None:
-                    work.append(notification)
+                    work.append((notification, None))
         log.debug("delivery run: %s", stats)
         return retry_at
 
@@ -329,7 +343,7 @@ class DeliveryWorker:
                 self.queue.update(replace(envelope, recipients=tuple(deferred), attempts=attempts,
                                           next_attempt=next_attempt, last_error=last_error))
             else:
-                self.queue.remove(qid)
+                self.queue.remove(qid, state=envelope.attempts > 0 or envelope.next_attempt > 0)
                 stats.finished += 1
         except KeyError:
             log.info("%s: removed from the queue during delivery", qid)

@@ -33,7 +33,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class QueuedEnvelope:
     is_notification: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _ENVELOPE_FIELDS}  # dataclasses.asdict deep-copies
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QueuedEnvelope:
@@ -95,6 +95,9 @@ class QueuedEnvelope:
             return cls(**values)
         except TypeError as error:
             raise ValueError(f"not an envelope: {error}") from None
+
+
+_ENVELOPE_FIELDS = tuple(item.name for item in fields(QueuedEnvelope))
 
 
 class _Pending:
@@ -166,6 +169,8 @@ class MessageQueue:
         self.directory = Path(directory)
         self.fsync = fsync
         # (index, count): this process lists only the messages of its partition, and its new ids are in it.
+        if partition is not None and not (partition[1] >= 1 and 0 <= partition[0] < partition[1]):
+            raise ValueError(f"partition: {partition!r} is not (index, count) with 0 <= index < count")
         self.partition = partition
         self.directory.mkdir(parents=True, exist_ok=True)
         self._commit = _GroupCommit(self.directory)
@@ -231,14 +236,16 @@ class MessageQueue:
         state = _dump(envelope.to_json() | {"v": FORMAT_VERSION})
         self._write_atomically(self._path(envelope.queue_id, STATE_SUFFIX), state)
 
-    def remove(self, queue_id: str) -> None:
-        """Delete a message; ``KeyError`` if it is not queued."""
+    def remove(self, queue_id: str, *, state: bool = True) -> None:
+        """Delete a message (and its state file, unless ``state`` is False: the caller knows it has
+        none); ``KeyError`` if it is not queued."""
         message = self._existing_path(queue_id, MESSAGE_SUFFIX)
         try:
-            message.unlink()  # the message first: a leftover state file alone is discarded at start-up
+            os.unlink(message)  # the message first: a leftover state file alone is discarded at start-up
         except FileNotFoundError:
             raise KeyError(f"no queued message {queue_id!r}") from None
-        _unlink_quietly(self._path(queue_id, STATE_SUFFIX))
+        if state:
+            _unlink_quietly(self._path(queue_id, STATE_SUFFIX))
         # No directory fsync here: a delete lost in a crash only means one delivery more (the queue
         # is at-least-once), while flushing after every delivery halves the delivery rate.
 
