@@ -9,6 +9,7 @@ removed. Message content and credentials are never written.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -45,7 +46,11 @@ _FLAGS = {
 
 def permission_flags(rights: Iterable[Right]) -> str:
     """``SMTPSubmit SMTPAcceptAnySender ...`` in Exchange's order."""
-    granted = set(rights)
+    return _flags_of(frozenset(rights))
+
+
+@functools.lru_cache(maxsize=256)
+def _flags_of(granted: frozenset[Right]) -> str:  # sessions of a connector share their rights
     return " ".join(flag for right, flag in _FLAGS.items() if right in granted)
 
 
@@ -108,8 +113,11 @@ class ProtocolLog:
                 self._second, self._stamp_day = second, moment.strftime("%Y%m%d")
                 self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.")
             fields = (connector_id, session_id, str(sequence), local, remote, event, _one_line(data), _one_line(context))
+            row = ",".join(fields)
+            if row.count(",") != 7 or '"' in row:  # a field to quote (rare: most lines need none)
+                row = ",".join(map(_csv_field, fields))
             millisecond = min(999, round((now - second) * 1_000_000) // 1000)
-            line = f"{self._stamp}{millisecond:03d}Z," + ",".join(map(_csv_field, fields)) + "\r\n"
+            line = f"{self._stamp}{millisecond:03d}Z,{row}\r\n"
             self._pending.append((self._stamp_day, line))
             self._pending_size += len(line)
             if self._pending_size >= self.FLUSH_BYTES or now - self._last_flush >= self.FLUSH_SECONDS:
@@ -194,7 +202,9 @@ class ProtocolLog:
 
 
 def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+    if "\r" in text or "\n" in text:
+        return text.replace("\r", " ").replace("\n", " ")
+    return text
 
 
 def _csv_field(text: str) -> str:
