@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.decision import Decision
+from .batch import LineBatch, write_all
 
 __all__ = ["DecisionLog"]
 
@@ -26,8 +27,7 @@ class DecisionLog:
     64 KiB are pending, and on :meth:`close`. The file is opened for appending and every batch is
     one ``write`` of whole lines, so the relay's worker processes may share it."""
 
-    FLUSH_BYTES = 64 << 10
-    FLUSH_SECONDS = 1.0
+    FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +35,7 @@ class DecisionLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._pending: list[str] = []
-        self._pending_size = 0
-        self._last_flush = clock()
+        self._pending: LineBatch[str] = LineBatch(clock())
         self._second = -1
         self._stamp = ""
 
@@ -60,9 +58,7 @@ class DecisionLog:
         }
         line = _ENCODER.encode(entry) + "\n"
         with self._lock:
-            self._pending.append(line)
-            self._pending_size += len(line)
-            if self._pending_size >= self.FLUSH_BYTES or now - self._last_flush >= self.FLUSH_SECONDS:
+            if self._pending.add(line, len(line), now):
                 self._flush(now)
 
     def flush(self) -> None:
@@ -71,14 +67,9 @@ class DecisionLog:
             self._flush(self._clock())
 
     def _flush(self, now: float) -> None:
-        self._last_flush = now
-        if not self._pending or self._fd is None:
-            return
-        view = memoryview("".join(self._pending).encode("utf-8"))
-        self._pending.clear()
-        self._pending_size = 0
-        while view:
-            view = view[os.write(self._fd, view) :]
+        lines = self._pending.take(now)
+        if lines and self._fd is not None:
+            write_all(self._fd, "".join(lines).encode("utf-8"))
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..model.enums import Right
+from .batch import LineBatch, write_all
 
 __all__ = ["FIELDS", "ProtocolLog", "permission_flags"]
 
@@ -62,8 +63,7 @@ class ProtocolLog:
     :meth:`close`. Files are opened for appending, so the relay's worker processes may share them.
     """
 
-    FLUSH_BYTES = 64 << 10
-    FLUSH_SECONDS = 1.0
+    FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
 
     def __init__(
         self,
@@ -86,9 +86,7 @@ class ProtocolLog:
         self._path: Path | None = None
         self._size = 0  # of the current file, kept here rather than asked of the file system per line
         self._day = ""
-        self._pending: list[tuple[str, str]] = []  # (day, line)
-        self._pending_size = 0
-        self._last_flush = clock()
+        self._pending: LineBatch[tuple[str, str]] = LineBatch(clock())  # (day, line)
         self._second = -1  # the second _stamp and _stamp_day were formatted for
         self._stamp = ""
         self._stamp_day = ""
@@ -118,9 +116,7 @@ class ProtocolLog:
                 row = ",".join(map(_csv_field, fields))
             millisecond = min(999, round((now - second) * 1_000_000) // 1000)
             line = f"{self._stamp}{millisecond:03d}Z,{row}\r\n"
-            self._pending.append((self._stamp_day, line))
-            self._pending_size += len(line)
-            if self._pending_size >= self.FLUSH_BYTES or now - self._last_flush >= self.FLUSH_SECONDS:
+            if self._pending.add((self._stamp_day, line), len(line), now):
                 self._flush(now)
 
     def flush(self) -> None:
@@ -129,12 +125,9 @@ class ProtocolLog:
             self._flush(self._clock())
 
     def _flush(self, now: float) -> None:
-        self._last_flush = now
-        if not self._pending:
-            return
         chunk: list[str] = []
         chunk_size = 0
-        for day, line in self._pending:
+        for day, line in self._pending.take(now):
             size = len(line.encode("utf-8")) if not line.isascii() else len(line)
             if day != self._day or self._fd is None or self._size + chunk_size + size > self.max_file_size:
                 self._write("".join(chunk))
@@ -143,17 +136,13 @@ class ProtocolLog:
             chunk.append(line)
             chunk_size += size
         self._write("".join(chunk))
-        self._pending.clear()
-        self._pending_size = 0
 
     def _write(self, text: str) -> None:
         if not text:
             return
         assert self._fd is not None
         data = text.encode("utf-8")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
         self._size += len(data)
 
     def _roll(self, day: str, now: float) -> None:
