@@ -52,6 +52,8 @@ class RelayReceiver:
     :param queue_dir: where the durable queue lives (default: ``[queue] directory`` of the config).
     :param plugin_manager: a ready plugin manager (default: defaults plus installed entry points).
     :param shutdown_grace: seconds open sessions get to finish when the relay stops.
+    :param worker: this process's place among the worker processes of ``serve`` (none: the only one).
+    :param policy: the configuration already loaded from ``config`` (a worker gets its master's).
     """
 
     def __init__(
@@ -62,8 +64,9 @@ class RelayReceiver:
         plugin_manager: pluggy.PluginManager | None = None,
         shutdown_grace: float = 10.0,
         worker: WorkerPlace | None = None,
+        policy: RelayPolicy | None = None,
     ) -> None:
-        self.policy: RelayPolicy = load_policy(config, plugin_manager)
+        self.policy: RelayPolicy = policy if policy is not None else load_policy(config, plugin_manager)
         self.worker = worker
         settings = self.policy.config.queue
         self.queue = MessageQueue(
@@ -168,12 +171,7 @@ class RelayReceiver:
                 started.set()
                 return
             if self.metrics_server is not None:
-                try:
-                    self.loop.run_until_complete(self.metrics_server.start())
-                except OSError as error:  # mail goes on without figures
-                    log.error("metrics server not started on %s:%d: %s", self.metrics_server.host,
-                              self.metrics_server.port, error)
-                    self.metrics_server = None
+                self.loop.run_until_complete(self._start_metrics(self.metrics_server))
             started.set()
             self.loop.run_forever()
 
@@ -188,6 +186,19 @@ class RelayReceiver:
             self.delivery.start()
         self._reload_on_signal(signal.SIGUSR1)  # Salmon's own `salmon stop` uses SIGHUP to stop
         log.info("relay listening on %s", ", ".join(f"{host}:{port}" for host, port in self.addresses))
+
+    async def _start_metrics(self, server: MetricsServer, attempts: int = 30) -> None:
+        """Listen for scrapes; a port in use is logged and tried again every second for a while
+        (another generation of workers may still hold it), and mail goes on meanwhile."""
+        try:
+            await server.start()
+        except OSError as error:
+            if attempts <= 1:
+                log.error("metrics server not started on %s:%d: %s", server.host, server.port, error)
+                return
+            if attempts == 30:
+                log.warning("metrics server not started on %s:%d yet: %s", server.host, server.port, error)
+            self.loop.call_later(1.0, lambda: self.loop.create_task(self._start_metrics(server, attempts - 1)))
 
     def _reload_on_signal(self, signum: int) -> None:
         if threading.current_thread() is threading.main_thread():

@@ -33,7 +33,7 @@ from .config.problems import ConfigError
 from .listener.server import distinct_bindings, open_listening_sockets
 from .model.addresses import Binding
 from .plugins import PluginLoadError
-from .policy import load_policy
+from .policy import RelayPolicy, load_policy
 from .queue.store import MessageQueue
 from .throttling.shared import SharedThrottleArea
 
@@ -54,20 +54,21 @@ _MAX_BACKOFF = 30.0
 class WorkerPlace:
     """What a worker process gets from the master.
 
-    :param slot: its column in the shared throttling memory (two generations: 0 to 2 x count - 1).
-    :param count: workers per generation; the queue partition delivered is ``slot % count``.
+    :param slot: its column in the shared throttling memory, held by no other live worker.
+    :param partition: the queue partition it delivers (0 to count - 1).
+    :param count: workers per generation (the number of queue partitions).
     :param sockets: the listening sockets, opened by the master.
     :param area: the shared throttling memory.
+    :param policy: the configuration the master runs, already loaded and checked (a worker
+        restarted later runs it too, even if the file was changed since without a reload).
     """
 
     slot: int
+    partition: int
     count: int
     sockets: dict[Binding, socket.socket]
     area: SharedThrottleArea
-
-    @property
-    def partition(self) -> int:
-        return self.slot % self.count
+    policy: RelayPolicy
 
 
 def block_stop_signals() -> None:
@@ -92,8 +93,15 @@ def serve_until_stopped(receiver: RelayReceiver, announce: bool = True) -> None:
 @dataclass
 class _Worker:
     slot: int
+    partition: int
+    generation: int
     pid: int
     started: float
+
+
+# Columns of the shared memory per worker of a generation: old generations finishing their sessions
+# after reloads that changed the bindings keep theirs until they exit.
+_GENERATIONS_AT_ONCE = 4
 
 
 class Supervisor:
@@ -105,9 +113,10 @@ class Supervisor:
         self.queue_dir = Path(queue_dir) if queue_dir is not None else None
         self.grace = grace
         self.workers: dict[int, _Worker] = {}  # by pid
-        self.generation = 0
+        self.generation = 0  # only ever grows: a reload with new bindings starts the next one
         self.sockets: dict[Binding, socket.socket] = {}
-        self._restart_at: dict[int, float] = {}  # slot -> when to start it again
+        self.policy: RelayPolicy | None = None
+        self._restart_at: dict[int, float] = {}  # partition of the current generation -> when
         self._backoff: dict[int, float] = {}
         self.area: SharedThrottleArea | None = None
         self._stopping = False
@@ -115,18 +124,17 @@ class Supervisor:
     def prepare(self) -> list[tuple[str, int]]:
         """Validate the configuration, recover the queue, open the sockets and the shared memory.
         Raises ``ConfigError``, ``PluginLoadError`` or ``OSError`` (nothing started then)."""
-        policy = load_policy(self.config_path)
-        settings = policy.config.queue
+        self.policy = load_policy(self.config_path)
+        settings = self.policy.config.queue
         MessageQueue(self.queue_dir or settings.directory, fsync=settings.fsync, recover=True).close()
-        self.sockets = open_listening_sockets(distinct_bindings(policy))
-        self.area = SharedThrottleArea(workers=2 * self.count)
+        self.sockets = open_listening_sockets(distinct_bindings(self.policy))
+        self.area = SharedThrottleArea(workers=_GENERATIONS_AT_ONCE * self.count)
         return [sock.getsockname()[:2] for sock in self.sockets.values()]
 
     def run(self) -> int:
         """Start the workers and supervise them until SIGTERM or SIGINT; returns the exit status."""
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        for index in range(self.count):
-            self._spawn(self.generation * self.count + index)
+        self._start_generation()
         log.info("%d workers started", self.count)
         while True:
             info = signal.sigtimedwait(_SIGNALS, 0.5)
@@ -142,12 +150,18 @@ class Supervisor:
 
     # -- workers --------------------------------------------------------------------------------
 
-    def _current(self) -> range:
-        return range(self.generation * self.count, (self.generation + 1) * self.count)
-
-    def _spawn(self, slot: int) -> None:
+    def _free_slots(self) -> list[int]:
         assert self.area is not None
-        place = WorkerPlace(slot, self.count, dict(self.sockets), self.area)
+        held = {worker.slot for worker in self.workers.values()}
+        return [slot for slot in range(self.area.workers) if slot not in held]
+
+    def _start_generation(self) -> None:
+        for partition, slot in zip(range(self.count), self._free_slots()):
+            self._spawn(slot, partition)
+
+    def _spawn(self, slot: int, partition: int) -> None:
+        assert self.area is not None and self.policy is not None
+        place = WorkerPlace(slot, partition, self.count, dict(self.sockets), self.area, self.policy)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
@@ -158,7 +172,7 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(status)
-        self.workers[pid] = _Worker(slot, pid, time.monotonic())
+        self.workers[pid] = _Worker(slot, partition, self.generation, pid, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
     def _reap(self) -> None:
@@ -173,28 +187,28 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            self.area.clear_worker(worker.slot)  # its connections are gone with it
-            if self._stopping or worker.slot not in self._current():
+            self.area.clear_worker(worker.slot)  # its connections are gone with it; the column is free
+            if self._stopping or worker.generation != self.generation:
                 log.info("worker %d (pid %d) finished", worker.slot, pid)
                 continue
             lived = time.monotonic() - worker.started
-            backoff = min(self._backoff.get(worker.slot, 0.5) * 2, _MAX_BACKOFF) if lived < _QUICK_DEATH else 1.0
-            self._backoff[worker.slot] = backoff
-            self._restart_at[worker.slot] = time.monotonic() + backoff
+            partition = worker.partition
+            backoff = min(self._backoff.get(partition, 0.5) * 2, _MAX_BACKOFF) if lived < _QUICK_DEATH else 1.0
+            self._backoff[partition] = backoff
+            self._restart_at[partition] = time.monotonic() + backoff
             log.error("worker %d (pid %d) exited with status %d; restarting it in %.0f s",
                       worker.slot, pid, os.waitstatus_to_exitcode(status), backoff)
 
     def _restart_due(self) -> None:
         now = time.monotonic()
-        for slot, when in list(self._restart_at.items()):
+        for partition, when in list(self._restart_at.items()):
             if when <= now:
-                del self._restart_at[slot]
-                if slot in self._current():
-                    self._spawn(slot)
+                del self._restart_at[partition]
+                self._spawn(self._free_slots()[0], partition)
 
-    def _signal_all(self, signum: int, slots: range | None = None) -> None:
+    def _signal_all(self, signum: int, generation: int | None = None) -> None:
         for worker in list(self.workers.values()):
-            if slots is None or worker.slot in slots:
+            if generation is None or worker.generation == generation:
                 try:
                     os.kill(worker.pid, signum)
                 except ProcessLookupError:
@@ -234,8 +248,13 @@ class Supervisor:
             return
         wanted = distinct_bindings(policy)
         if set(wanted) == set(self.sockets):
-            self._signal_all(signal.SIGHUP, self._current())
+            self.policy = policy
+            self._signal_all(signal.SIGHUP, self.generation)
             log.info("reload: every worker reads %s again", self.config_path)
+            return
+        if len(self._free_slots()) < self.count:
+            log.error("reload refused: workers of %d earlier generations are still finishing their sessions; "
+                      "send SIGHUP again once they are gone", _GENERATIONS_AT_ONCE - 1)
             return
         added = [binding for binding in wanted if binding not in self.sockets]
         try:
@@ -243,16 +262,17 @@ class Supervisor:
         except OSError as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return
+        self.policy = policy
         for binding, sock in self.sockets.items():
             if binding not in wanted:
                 sock.close()  # the old workers hold their own descriptors until they finish
         self.sockets = {binding: self.sockets.get(binding) or opened[binding] for binding in wanted}
-        old = self._current()
-        self.generation ^= 1
-        self._restart_at = {slot: when for slot, when in self._restart_at.items() if slot not in old}
-        for slot in self._current():
-            self._spawn(slot)
-        self._signal_all(signal.SIGTERM, old)
+        # The old generation stops accepting first (connections wait in the sockets' queues), so
+        # that its metrics ports and queue partitions are free for the new one.
+        self._signal_all(signal.SIGTERM, self.generation)
+        self.generation += 1
+        self._restart_at.clear()
+        self._start_generation()
         log.info("reload: bindings changed, a new generation of workers serves %s",
                  ", ".join(str(binding) for binding in wanted))
 
@@ -261,7 +281,7 @@ def _worker_main(config: Path, queue_dir: Path | None, grace: float, place: Work
     from .receiver import RelayReceiver
 
     try:
-        receiver = RelayReceiver(config, queue_dir=queue_dir, shutdown_grace=grace, worker=place)
+        receiver = RelayReceiver(config, queue_dir=queue_dir, shutdown_grace=grace, worker=place, policy=place.policy)
     except (ConfigError, PluginLoadError) as error:
         log.error("worker %d cannot start: %s", place.slot, error)
         return 1
