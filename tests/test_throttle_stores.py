@@ -1,6 +1,7 @@
-"""One test suite for every throttling store: the in-process store and Redis (a real redis-server).
+"""One test suite for every throttling store: the in-process store, the shared-memory store of
+worker processes and Redis (a real redis-server).
 
-The Redis store reads the server's clock, so the shared tests run on real time for both stores:
+The Redis store reads the server's clock, so the shared tests run on real time for every store:
 short intervals (600/min is one every 100 ms) and small sleeps. Tests after the shared ones concern
 what only Redis has: one round trip per check, the server's clock, several nodes sharing budgets,
 the server going away and coming back, and the gate's fallback while it is away.
@@ -28,6 +29,7 @@ from salmon_relayauth.throttling.base import ThrottleStore, ThrottleUnavailable
 from salmon_relayauth.throttling.gate import ThrottleGate
 from salmon_relayauth.throttling.memory import MemoryThrottleStore
 from salmon_relayauth.throttling.redis_store import EXPIRE_MARGIN_MS, RedisThrottleStore
+from salmon_relayauth.throttling.shared import SharedThrottleArea, SharedThrottleStore
 
 REFUSAL = Decision(421, "4.4.2", "Message submission rate for this client has exceeded the configured limit", "", "test")
 
@@ -48,6 +50,8 @@ class Backend:
     def make(self) -> ThrottleStore:
         if self.name == "redis":
             return RedisThrottleStore(self.url)
+        if self.name == "shared":
+            return SharedThrottleStore(SharedThrottleArea(workers=1))  # what worker processes share
         return MemoryThrottleStore(sweep_every=1)  # forget past TATs at every call, to test expiry
 
     def run(self, body: Callable[[ThrottleStore], Awaitable[None]]) -> None:
@@ -64,6 +68,8 @@ class Backend:
         """Whether the store still holds state for ``key``."""
         if isinstance(store, MemoryThrottleStore):
             return key in store._tats
+        if isinstance(store, SharedThrottleStore):
+            return store.tat(key) is not None
         client = redis.asyncio.Redis.from_url(self.url)
         try:
             return bool(await client.exists(key))
@@ -71,11 +77,11 @@ class Backend:
             await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "shared", "redis"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "redis":
         return Backend("redis", request.getfixturevalue("redis_server").url)
-    return Backend("memory")
+    return Backend(request.param)
 
 
 def limit(key: str, per_minute: int, burst: int, *, shadow: bool = False) -> RateLimit:
