@@ -42,9 +42,37 @@ class IdleResult:
     error: str = ""
 
 
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [process]
+
+
 def _memory(process: psutil.Process) -> tuple[int, int]:
-    info = process.memory_full_info()
-    return info.rss, info.pss
+    """RSS and PSS summed over the process and its children (the relay's worker processes)."""
+    rss = pss = 0
+    for member in _tree(process):
+        try:
+            info = member.memory_full_info()
+        except psutil.NoSuchProcess:
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+    return rss, pss
+
+
+def _rss(process: psutil.Process) -> int:
+    return _memory(process)[0]
+
+
+def _cpu(process: psutil.Process) -> float:
+    total = 0.0
+    for member in _tree(process):
+        try:
+            total += sum(member.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def _send_one(port: int) -> tuple[str, float]:
@@ -92,7 +120,7 @@ async def _hold(port: int, count: int, hold: float, process: psutil.Process, res
     writers = await _open(port, count, result)
     result.open_s = time.perf_counter() - start
     await asyncio.sleep(1.0)  # let the target settle with every session open
-    cpu0 = sum(process.cpu_times()[:2])
+    cpu0 = _cpu(process)
     held_start = time.perf_counter()
     loop = asyncio.get_running_loop()
     result.probe, result.probe_ms = await loop.run_in_executor(None, _send_one, port)
@@ -101,7 +129,7 @@ async def _hold(port: int, count: int, hold: float, process: psutil.Process, res
         result.rss_held, result.pss_held = max(result.rss_held, rss), max(result.pss_held, pss)
         await asyncio.sleep(0.5)
     result.hold_s = time.perf_counter() - held_start
-    result.hold_cpu_s = sum(process.cpu_times()[:2]) - cpu0
+    result.hold_cpu_s = _cpu(process) - cpu0
     for writer in writers:
         writer.close()
     await asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True)
@@ -121,15 +149,15 @@ def run_idle(target: Target, sessions: int, hold: float, workdir: Path) -> IdleR
         try:
             process = psutil.Process(pid)
             time.sleep(1.0)
-            result.rss_start = process.memory_info().rss
+            result.rss_start = _rss(process)
             reply, _ = _send_one(port)  # warm-up: the first message loads the code paths of a message
             if not reply.startswith("250"):
                 result.error = f"warm-up message refused: {reply}"
             time.sleep(1.0)
-            result.rss_warm = process.memory_info().rss
+            result.rss_warm = _rss(process)
             asyncio.run(_hold(port, sessions, hold, process, result))
             time.sleep(2.0)
-            result.rss_after = process.memory_info().rss
+            result.rss_after = _rss(process)
         finally:
             target.stop()
     finally:
