@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import threading
@@ -40,9 +41,22 @@ from .throttling.shared import SharedConnectionTracker
 if TYPE_CHECKING:
     from .workers import WorkerPlace
 
-__all__ = ["RelayReceiver"]
+__all__ = ["RelayReceiver", "new_event_loop"]
 
 log = logging.getLogger("salmon_relayauth.receiver")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (``RELAYAUTH_UVLOOP=0`` declines it), else asyncio's."""
+    if os.environ.get("RELAYAUTH_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
 
 
 class RelayReceiver:
@@ -93,7 +107,7 @@ class RelayReceiver:
         )
         self.shutdown_grace = shutdown_grace
         self._reload_lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         # Routing and queue writes (fsync) of concurrent sessions: more threads, larger group commits.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="relayauth-route")
         self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite runs on asyncio's own event loop, the one a plain install uses; the relay takes uvloop
+# when it is installed (the test extra installs it), and tests/test_event_loops.py runs the
+# listener's tests again on it.
+os.environ.setdefault("RELAYAUTH_UVLOOP", "0")  # the uvloop re-run sets it to 1 before this runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "tests" / "configs" / "exchange_example.toml"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiosmtpd.smtp import SMTP
 
@@ -236,8 +236,8 @@ class ConnectorSMTP(SMTP):
         self._close_with(b"421 4.4.1 Connection timed out\r\n")
 
     def _close_with(self, line: bytes) -> None:
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport = cast("asyncio.WriteTransport | None", self.transport)  # uvloop's are not subclasses
+        if transport is not None and not transport.is_closing():
             if self.logs is not None:
                 self.logs.sent(line.decode("ascii").rstrip("\r\n"))
             self._closed_locally = True
