@@ -39,6 +39,9 @@ __all__ = ["ConnectorSMTP"]
 
 log = logging.getLogger("salmon_relayauth.listener")
 _SOURCE = "relayauth.listener"
+# Added to every timeout and tarpit: uvloop's clock counts whole milliseconds and is read once per
+# turn of the loop, so its timers may fire up to a millisecond before the configured time.
+_CLOCK_SLACK = 0.002
 
 
 class ConnectorSMTP(SMTP):
@@ -169,7 +172,7 @@ class ConnectorSMTP(SMTP):
         self.guard = SessionGuard(connector)
         self._timeout_duration = connector.connection_inactivity_timeout.total_seconds()
         self._reset_timeout()  # aiosmtpd started its default timer before the connector was known
-        self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds(), self._lifetime_over)
+        self._lifetime = self.loop.call_later(connector.connection_timeout.total_seconds() + _CLOCK_SLACK, self._lifetime_over)
         self.logs.connected()
         self.dry_run = dry_run_session(policy, connection, self.relay)
         if self.dry_run is not None:
@@ -204,7 +207,7 @@ class ConnectorSMTP(SMTP):
     def _reset_timeout(self, duration: float | None = None) -> None:
         """aiosmtpd cancels and re-arms a timer for every command (and here every DATA piece); this
         moves a deadline instead, and one timer re-arms itself until the deadline has passed."""
-        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration) + _CLOCK_SLACK
         handle = self._timeout_handle
         if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
             if handle is not None:
@@ -325,7 +328,7 @@ class ConnectorSMTP(SMTP):
             return
         delay = guard.tarpit(code, self._session.session.authenticated)
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay + _CLOCK_SLACK)
         await super().push(status)
         closing = guard.record_reply(code)
         if closing is not None:
@@ -593,7 +596,7 @@ class _Handler:
 
 
 _HANDLER = _Handler()  # stateless: one for every connection
-# Per protocol class, what SMTP.__init__ computes; the classes this aiosmtpd's cannot be captured for.
+# Per protocol class, what SMTP.__init__ computes; and the classes it cannot be captured for.
 _TEMPLATES: dict[type[ConnectorSMTP], SMTPTemplate] = {}
 _UNTEMPLATED: set[type[ConnectorSMTP]] = set()
 
