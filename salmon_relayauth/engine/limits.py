@@ -27,6 +27,8 @@ class ConnectionCounts:
 
 def source_key(connector: Connector, address: str) -> str:
     """The client's address, widened to the connector's prefix (``192.0.2.0/24``, ``2001:db8::/64``)."""
+    if connector.rate_limit_ipv4_prefix == 32 and "." in address and ":" not in address:
+        return address  # the default for IPv4: the address itself
     try:
         version, value = client_address(address)
     except AddressError:

@@ -87,7 +87,7 @@ class RelayServer:
         self._log_flusher: asyncio.TimerHandle | None = None
 
     def _flush_logs(self) -> None:
-        """Sessions that stay open write their log lines at least once a second (closing ones at once)."""
+        """Log lines are written within a second, even while the relay is quiet."""
         for log_file in (self.protocol_log, self.decision_log):
             if log_file is not None:
                 log_file.flush()

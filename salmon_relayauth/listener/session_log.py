@@ -7,6 +7,7 @@ from typing import Any
 from ..model.decision import Decision
 from ..model.enums import ProtocolLoggingLevel
 from ..oplog import DecisionLog, ProtocolLog, permission_flags
+from ..oplog.protocol_log import session_fields
 from ..session import RelaySession
 
 __all__ = ["SessionLogs"]
@@ -32,6 +33,7 @@ class SessionLogs:
         self.protocol_log = protocol_log
         self.connector_id = ""
         self.sequence = 0
+        self._fields: tuple[str, str] | None = None  # this session's constant protocol log fields
         if relay.state is not None:
             connector = relay.state.connector
             self.connector_id = f"{relay.fqdn}\\{connector.name}"
@@ -41,9 +43,9 @@ class SessionLogs:
     def _event(self, event: str, data: str = "", context: str = "") -> None:
         if self.protocol_log is None:
             return
-        self.protocol_log.event(
-            self.connector_id, self.relay.session_id, self.sequence, self.local, self.remote, event, data, context
-        )
+        if self._fields is None:
+            self._fields = session_fields(self.connector_id, self.relay.session_id, self.local, self.remote)
+        self.protocol_log.session_event(self._fields, self.sequence, event, data, context)
         self.sequence += 1
 
     def connected(self) -> None:
@@ -64,12 +66,7 @@ class SessionLogs:
         self._event("*", data, context)
 
     def disconnected(self, by_client: bool) -> None:
-        """The last line of a session: what the logs hold is written out now."""
         self._event("-", "", "Remote" if by_client else "Local")
-        if self.protocol_log is not None:
-            self.protocol_log.flush()
-        if self.decision_log is not None:
-            self.decision_log.flush()
 
     def decision(self, decision: Decision, command: str, **extra: Any) -> None:
         if self.decision_log is None:

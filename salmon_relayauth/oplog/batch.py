@@ -12,9 +12,9 @@ T = TypeVar("T")
 
 class LineBatch(Generic[T]):
     """Lines waiting to be written together. :meth:`add` says when they are due: 64 KiB pending,
-    or a second since the last write; the owner also writes them at the end of every session and
-    at stop. (Writing per line cost more than the policy decision it records.) Not thread-safe:
-    the owner holds its lock."""
+    or a second since the last write; the owner also writes them when asked (the relay asks once a
+    second, so an idle relay's lines do not wait) and at stop. (Writing per line cost more than the
+    policy decision it records.) Not thread-safe: the owner holds its lock."""
 
     FLUSH_BYTES = 64 << 10
     FLUSH_SECONDS = 1.0

@@ -23,7 +23,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.d
 
 class DecisionLog:
     """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's:
-    at the end of every session (:meth:`flush`), once a second while decisions keep coming, when
+    at most a second after they were made (:meth:`flush`, which the relay calls every second), when
     64 KiB are pending, and on :meth:`close`. The file is opened for appending and every batch is
     one ``write`` of whole lines, so the relay's worker processes may share it."""
 

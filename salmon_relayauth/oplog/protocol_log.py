@@ -20,7 +20,7 @@ from pathlib import Path
 from ..model.enums import Right
 from .batch import LineBatch, write_all
 
-__all__ = ["FIELDS", "ProtocolLog", "permission_flags"]
+__all__ = ["FIELDS", "ProtocolLog", "permission_flags", "session_fields"]
 
 FIELDS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
 
@@ -58,9 +58,9 @@ def _flags_of(granted: frozenset[Right]) -> str:  # sessions of a connector shar
 class ProtocolLog:
     """A thread-safe writer of protocol log files in one directory.
 
-    Lines are buffered and written in batches (one ``write`` for many events): at the end of every
-    session (:meth:`flush`), once a second while events keep coming, when 64 KiB are pending, and on
-    :meth:`close`. Files are opened for appending, so the relay's worker processes may share them.
+    Lines are buffered and written in batches (one ``write`` for many events): at most a second
+    after the event (:meth:`flush`, which the relay calls every second), when 64 KiB are pending, and
+    on :meth:`close`. Files are opened for appending, so the relay's worker processes may share them.
     """
 
     FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
@@ -103,6 +103,14 @@ class ProtocolLog:
         data: str = "",
         context: str = "",
     ) -> None:
+        self.session_event(session_fields(connector_id, session_id, local, remote), sequence, event, data, context)
+
+    def session_event(self, fields: tuple[str, str], sequence: int, event: str, data: str = "", context: str = "") -> None:
+        """:meth:`event` with a session's constant fields already made by :func:`session_fields`."""
+        if data:
+            data = _csv_field(_one_line(data))
+        if context:
+            context = _csv_field(_one_line(context))
         now = self._clock()
         second = int(now)
         with self._lock:
@@ -110,12 +118,8 @@ class ProtocolLog:
                 moment = datetime.fromtimestamp(second, timezone.utc)
                 self._second, self._stamp_day = second, moment.strftime("%Y%m%d")
                 self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.")
-            fields = (connector_id, session_id, str(sequence), local, remote, event, _one_line(data), _one_line(context))
-            row = ",".join(fields)
-            if row.count(",") != 7 or '"' in row:  # a field to quote (rare: most lines need none)
-                row = ",".join(map(_csv_field, fields))
             millisecond = min(999, round((now - second) * 1_000_000) // 1000)
-            line = f"{self._stamp}{millisecond:03d}Z,{row}\r\n"
+            line = f"{self._stamp}{millisecond:03d}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
             if self._pending.add((self._stamp_day, line), len(line), now):
                 self._flush(now)
 
@@ -194,6 +198,15 @@ def _one_line(text: str) -> str:
     if "\r" in text or "\n" in text:
         return text.replace("\r", " ").replace("\n", " ")
     return text
+
+
+def session_fields(connector_id: str, session_id: str, local: str, remote: str) -> tuple[str, str]:
+    """The fields every line of one session repeats, quoted once: those before the sequence number
+    and those between it and the event."""
+    return (
+        f"{_csv_field(_one_line(connector_id))},{_csv_field(session_id)},",
+        f",{_csv_field(local)},{_csv_field(remote)},",
+    )
 
 
 def _csv_field(text: str) -> str:
