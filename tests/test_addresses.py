@@ -270,6 +270,9 @@ def test_any_cidr_normalises_to_its_network(data: st.DataObject) -> None:
     assert parse_remote_ip_range(str(parsed)) == parsed
 
 
+MAPPED = int(ipaddress.IPv6Address("::ffff:0.0.0.0"))
+
+
 @PROPERTY
 @given(st.data())
 def test_any_ordered_range_round_trips(data: st.DataObject) -> None:
@@ -280,6 +283,10 @@ def test_any_ordered_range_round_trips(data: st.DataObject) -> None:
     cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     text = f"{cls(a)}-{cls(b)}"
     parsed = parse_remote_ip_range(text)
+    if version == 6 and all(cls(end).ipv4_mapped is not None for end in (a, b)):
+        # Both ends IPv4-mapped: the IPv4 range dual-stack sockets report those clients in.
+        assert (parsed.version, parsed.first, parsed.last) == (4, a - MAPPED, b - MAPPED)
+        return
     assert (parsed.version, parsed.first, parsed.last) == (version, a, b)
     assert parsed.size == b - a + 1
     assert str(parsed) == text
@@ -432,3 +439,15 @@ def test_client_address_errors(text: str) -> None:
 def test_any_mapped_client_counts_as_ipv4(address: ipaddress.IPv4Address) -> None:
     assert client_address(f"::ffff:{address}") == (4, int(address))
     assert client_address(str(address)) == (4, int(address))
+
+
+def test_ranges_touching_the_ipv4_mapped_block() -> None:
+    """Found by the property above: both ends IPv4-mapped is an IPv4 range (how dual-stack sockets
+    report those clients); one end inside the block and one outside is an IPv6 range as written."""
+    both = parse_remote_ip_range("::ffff:10.0.0.1-::ffff:10.0.0.5")
+    assert (both.version, str(both)) == (4, "10.0.0.1-10.0.0.5")
+    across = parse_remote_ip_range("::-::ffff:0:0")
+    assert (across.version, across.first, across.last) == (6, 0, MAPPED)
+    assert parse_remote_ip_range(str(across)) == across
+    with pytest.raises(AddressError, match="mixes IPv4 and IPv6 ends"):
+        parse_remote_ip_range("10.0.0.1-::1")

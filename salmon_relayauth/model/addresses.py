@@ -129,6 +129,10 @@ def parse_remote_ip_range(text: str) -> RemoteIPRange:
         low_text, _, high_text = raw.partition("-")
         low, high = parse_ip(low_text), parse_ip(high_text)
         (version, first), (high_version, last) = _family_and_int(low), _family_and_int(high)
+        if version != high_version and low.version == high.version == 6:
+            # One end in the IPv4-mapped block (::ffff:0:0/96), one outside: an IPv6 range as written.
+            version = high_version = 6
+            first, last = int(low), int(high)
         if version != high_version:
             raise AddressError(f"{text!r} mixes IPv4 and IPv6 ends")
         if first > last:
