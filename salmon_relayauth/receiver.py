@@ -36,6 +36,7 @@ from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
 from .queue.store import MessageQueue, QueuedEnvelope
 from .throttling.factory import throttle_gate
+from .listener.guard import ConnectionTracker
 from .throttling.shared import SharedConnectionTracker
 
 if TYPE_CHECKING:
@@ -67,7 +68,6 @@ class RelayReceiver:
     :param plugin_manager: a ready plugin manager (default: defaults plus installed entry points).
     :param shutdown_grace: seconds open sessions get to finish when the relay stops.
     :param worker: this process's place among the worker processes of ``serve`` (none: the only one).
-    :param policy: the configuration already loaded from ``config`` (a worker gets its master's).
     """
 
     def __init__(
@@ -78,9 +78,9 @@ class RelayReceiver:
         plugin_manager: pluggy.PluginManager | None = None,
         shutdown_grace: float = 10.0,
         worker: WorkerPlace | None = None,
-        policy: RelayPolicy | None = None,
     ) -> None:
-        self.policy: RelayPolicy = policy if policy is not None else load_policy(config, plugin_manager)
+        # A worker runs the policy its master loaded and checked (the file may have changed since).
+        self.policy: RelayPolicy = worker.policy if worker is not None else load_policy(config, plugin_manager)
         self.worker = worker
         settings = self.policy.config.queue
         self.queue = MessageQueue(
@@ -110,7 +110,7 @@ class RelayReceiver:
         self.loop = new_event_loop()
         # Routing and queue writes (fsync) of concurrent sessions: more threads, larger group commits.
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="relayauth-route")
-        self.pipeline = MessagePipeline(self.queue, self.executor, self._wake_delivery)
+        self.pipeline = MessagePipeline(self.queue, self.executor, self._deliver_soon)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None
         logs = self.policy.config.logging
@@ -131,9 +131,8 @@ class RelayReceiver:
             else None,
             decision_log=DecisionLog(logs.directory / "decisions.jsonl") if logs.decision_log else None,
             metrics=self.metrics,
+            tracker=SharedConnectionTracker(worker.area, worker.slot) if worker is not None else ConnectionTracker(),
         )
-        if worker is not None:
-            self.server.tracker = SharedConnectionTracker(worker.area, worker.slot)
         self._thread: threading.Thread | None = None
         self.config_path = Path(config)
         self._given_plugin_manager = plugin_manager
@@ -152,7 +151,7 @@ class RelayReceiver:
             if count:
                 self.metrics.delivery(outcome, count)  # type: ignore[arg-type]
 
-    def _wake_delivery(self, envelope: QueuedEnvelope, content: bytes) -> None:
+    def _deliver_soon(self, envelope: QueuedEnvelope, content: bytes) -> None:
         if self.delivery is not None:
             self.delivery.submit(envelope.queue_id, envelope, content)
 

@@ -281,7 +281,7 @@ def _worker_main(config: Path, queue_dir: Path | None, grace: float, place: Work
     from .receiver import RelayReceiver
 
     try:
-        receiver = RelayReceiver(config, queue_dir=queue_dir, shutdown_grace=grace, worker=place, policy=place.policy)
+        receiver = RelayReceiver(config, queue_dir=queue_dir, shutdown_grace=grace, worker=place)
     except (ConfigError, PluginLoadError) as error:
         log.error("worker %d cannot start: %s", place.slot, error)
         return 1

@@ -33,18 +33,21 @@ class SessionLogs:
         self.protocol_log = protocol_log
         self.connector_id = ""
         self.sequence = 0
-        self._fields: tuple[str, str] | None = None  # this session's constant protocol log fields
         if relay.state is not None:
             connector = relay.state.connector
             self.connector_id = f"{relay.fqdn}\\{connector.name}"
             if connector.protocol_logging_level is not ProtocolLoggingLevel.VERBOSE:
                 self.protocol_log = None
+        # The fields every protocol log line of this session repeats, quoted once.
+        self._fields = (
+            session_fields(self.connector_id, relay.session_id, self.local, self.remote)
+            if self.protocol_log is not None
+            else ("", "")
+        )
 
     def _event(self, event: str, data: str = "", context: str = "") -> None:
         if self.protocol_log is None:
             return
-        if self._fields is None:
-            self._fields = session_fields(self.connector_id, self.relay.session_id, self.local, self.remote)
         self.protocol_log.session_event(self._fields, self.sequence, event, data, context)
         self.sequence += 1
 
