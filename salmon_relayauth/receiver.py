@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,7 @@ from .model.addresses import Binding
 from .plugins import PluginLoadError, make_plugin_manager
 from .policy import RelayPolicy, load_policy
 from .queue.delivery import DeliveryWorker
-from .queue.store import MessageQueue, QueuedEnvelope
+from .queue.store import SPARE_FILES, MessageQueue, QueuedEnvelope
 from .throttling.factory import throttle_gate
 from .listener.guard import ConnectionTracker
 from .throttling.shared import SharedConnectionTracker
@@ -88,6 +87,7 @@ class RelayReceiver:
             fsync=settings.fsync,
             recover=worker is None,  # the master recovered it before starting the workers
             partition=(worker.partition, worker.count) if worker is not None else None,
+            spare_files=SPARE_FILES,
         )
         self.metrics = RelayMetrics(MetricsRegistry())
         self.metrics.watch_queue(self._queue_stats)
@@ -109,8 +109,7 @@ class RelayReceiver:
         self._reload_lock = threading.Lock()
         self.loop = new_event_loop()
         # Routing and queue writes (fsync) of concurrent sessions: more threads, larger group commits.
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="relayauth-route")
-        self.pipeline = MessagePipeline(self.queue, self.executor, self._deliver_soon)
+        self.pipeline = MessagePipeline(self.queue, self._deliver_soon)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None
         logs = self.policy.config.logging
@@ -284,7 +283,6 @@ class RelayReceiver:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self._thread = None
-        self.executor.shutdown(wait=True)
         if self.delivery is not None:
             self.delivery.stop()
         self.queue.close()

@@ -7,6 +7,7 @@ import email.message
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -568,3 +569,51 @@ def test_retry_delay_and_status() -> None:
     assert status_from_reply(550, "5.1.1 unknown") == "5.1.1"
     assert status_from_reply(550, "4.1.1 mismatched class") == "5.0.0"
     assert status_from_reply(554, "no enhanced code") == "5.0.0"
+
+
+# -- a smarthost that stops answering -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stall_after", [b"MAIL", b"DATA"])
+def test_a_smarthost_that_stops_answering_times_out_and_the_message_waits(
+    tmp_path: Path, clock: Clock, stall_after: bytes
+) -> None:
+    """The attempt ends after the timeout (the kernel's, on a plain connection) and the message is
+    deferred, intact, rather than the delivery thread waiting forever."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        held.append(connection)
+        stream = connection.makefile("rb")
+        connection.sendall(b"220 smarthost.contoso.com ESMTP\r\n")
+        for line in stream:
+            line = line.upper()  # smtplib sends its verbs in lower case
+            if line.startswith(stall_after):
+                return  # silent from here on, connection left open
+            if line.startswith(b"EHLO"):
+                connection.sendall(b"250-smarthost.contoso.com\r\n250 8BITMIME\r\n")
+            elif line.startswith(b"DATA"):
+                connection.sendall(b"354 go ahead\r\n")
+            elif line == b".\r\n" or line.startswith((b"MAIL", b"RCPT")):
+                connection.sendall(b"250 2.0.0 OK\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    queue = MessageQueue(tmp_path)
+    item = queued(queue, clock)
+    worker = DeliveryWorker(queue, SmarthostSettings(port=listener.getsockname()[1]), SETTINGS, FQDN,
+                            clock=clock, timeout=0.5)
+    started = time.monotonic()
+    stats = worker.run_once()
+    assert time.monotonic() - started < 4
+    assert stats.connections == 1 and stats.delivered == 0 and stats.deferred == 3
+    [waiting] = queue.list()
+    assert waiting.attempts == 1 and waiting.last_error
+    assert queue.load(item.queue_id)[1] == CONTENT
+    for connection in held:
+        connection.close()
+    listener.close()

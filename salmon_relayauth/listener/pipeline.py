@@ -4,15 +4,17 @@ durable queue, then the reply.
 ``250 2.6.0 <id> Queued mail for delivery`` is sent only after the outbound queue holds the message
 and its whole envelope on disk (fsynced). A handler's ``SMTPError`` becomes the reply; a handler
 crash becomes ``451 4.3.0`` (never a silent 250) and nothing is queued.
+
+The handlers run on the event loop, as they do in Salmon's own receiver: a handler that waits (on the
+network, say) holds up the other sessions of its process while it does. Only the wait for the disk
+leaves the loop, to the queue's flushing thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 
 from salmon.server import SMTPError
 
@@ -28,16 +30,10 @@ _SOURCE = "relayauth.pipeline"
 
 
 class MessagePipeline:
-    """Routes accepted messages through Salmon and queues what the handlers relay.
+    """Routes accepted messages through Salmon and queues what the handlers relay."""
 
-    Routing and queueing run together on one worker thread (one hand-off per message); the group
-    commit of the queue gathers the fsyncs of the sessions that arrive meanwhile, so ``executor``
-    should have a thread for every session expected to finish a message at the same time.
-    """
-
-    def __init__(self, queue: MessageQueue, executor: Executor, on_queued: Callable[[QueuedEnvelope, bytes], None]) -> None:
+    def __init__(self, queue: MessageQueue, on_queued: Callable[[QueuedEnvelope, bytes], None]) -> None:
         self.queue = queue
-        self.executor = executor
         self.on_queued = on_queued
 
     async def accept(self, relay: RelaySession, content: bytes) -> Decision:
@@ -45,11 +41,15 @@ class MessagePipeline:
         state = relay.session
         queue_id = self.queue.new_id()
         context = RelayContext(relay.policy, state, relay.sender, tuple(relay.recipients), queue_id)
-        loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(self.executor, self._route_and_queue, context, content)
+        outcome = self._route(context, content)
         if isinstance(outcome, Decision):
             return outcome
         if isinstance(outcome, QueuedEnvelope):
+            try:
+                await self.queue.enqueue_async(outcome, content)
+            except (OSError, ValueError):
+                log.exception("session %s: cannot queue message %s", state.session_id, queue_id)
+                return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
             self.on_queued(outcome, content)
             relayed = outcome.recipients
         else:
@@ -66,9 +66,9 @@ class MessagePipeline:
             )
         return Decision(250, "2.6.0", f"<{queue_id}@{fqdn}> Queued mail for delivery", "", _SOURCE)
 
-    def _route_and_queue(self, context: RelayContext, content: bytes) -> QueuedEnvelope | None | Decision:
-        """On a worker thread: the handlers' verdict, then the queue write; the envelope queued for
-        the smarthost (None when the handlers relayed nothing), or the refusal to send instead of 250."""
+    def _route(self, context: RelayContext, content: bytes) -> QueuedEnvelope | None | Decision:
+        """The handlers' verdict: the envelope to queue for the smarthost (None when the handlers
+        relayed nothing), or the refusal to send instead of 250."""
         state = context.session
         try:
             relayed = route_message(context, content)
@@ -91,9 +91,4 @@ class MessagePipeline:
             rights=tuple(sorted(right.value for right in state.rights.granted)),
             received_at=time.time(),
         )
-        try:
-            self.queue.enqueue(envelope, content)
-        except (OSError, ValueError):
-            log.exception("session %s: cannot queue message %s", state.session_id, context.queue_id)
-            return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
         return envelope

@@ -21,7 +21,9 @@ import logging
 import math
 import re
 import smtplib
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -384,6 +386,8 @@ class DeliveryWorker:
                 smtp.ehlo()
             if host.username:
                 smtp.login(host.username, host.password or "")
+            if smtp.sock is not None and not isinstance(smtp.sock, ssl.SSLSocket):
+                _time_out_in_the_kernel(smtp.sock, self._timeout)
         except BaseException:
             smtp.close()
             raise
@@ -393,6 +397,18 @@ class DeliveryWorker:
         if self._tls_context is None:
             self._tls_context = ssl.create_default_context()
         return self._tls_context
+
+
+def _time_out_in_the_kernel(sock: socket.socket, timeout: float) -> None:
+    """Make a plain connection blocking, with the kernel enforcing ``timeout`` on every send and
+    receive. A Python socket timeout costs a ``poll`` before every call, each of which lets the
+    event loop's thread and this one trade the interpreter lock. An expired receive reads as the
+    connection closing, an expired send as an ``OSError``: the attempt fails and is retried."""
+    seconds = max(timeout, 0.001)
+    value = struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
 
 
 def _transaction(

@@ -6,22 +6,30 @@ Layout of the queue directory::
     <id>.state      the envelope's latest state (JSON), written by :meth:`MessageQueue.update`; supersedes
                     the envelope line of ``<id>.msg``
     *.tmp           a file being written; at start-up, a crash leftover, deleted
+    *.spare         a delivered message's file kept to hold a later one (see ``spare_files``); at
+                    start-up, deleted
     corrupt/        ``.msg`` files found damaged at start-up, kept for the operator
 
 A file only gets its final name by ``rename`` after its bytes are written (and, with ``fsync``, flushed);
-the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent enqueues flush their
-files in parallel and share one flush of the directory (group commit). Delivery is at least once: a
-crash between delivery and the state update delivers again, never loses.
+the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent enqueues share one
+flush of the directory (group commit): threads calling :meth:`MessageQueue.enqueue` flush their files
+in parallel, and event loops calling :meth:`MessageQueue.enqueue_async` hand theirs to one flushing
+thread (``flusher.py``). Delivery is at least once: a crash between delivery and the state update
+delivers again, never loses.
 
 One process recovers a queue directory at start-up; the ``queue`` command and the relay's worker
 processes open it with ``recover=False`` so that they never touch another process's files in flight.
 Worker processes share the directory: each writes new messages freely (ids are unique) and delivers
 only its own partition (``partition=(index, count)``, see :func:`queue_partition`).
+
+With ``spare_files``, a delivered message's file is renamed aside instead of deleted, and a new
+message is written over it. Creating a file is the costliest step of a queue write on ext4 when
+many files were deleted lately (its inode allocator skips the recently freed inodes one by one);
+a recycled file needs neither a new inode nor, for a message no larger than the last, new blocks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import logging
@@ -32,10 +40,11 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .flusher import Flusher
 
 __all__ = ["MessageQueue", "QueuedEnvelope", "queue_partition", "valid_queue_id"]
 
@@ -45,6 +54,8 @@ FORMAT_VERSION = 1
 MESSAGE_SUFFIX = ".msg"
 STATE_SUFFIX = ".state"
 TEMP_SUFFIX = ".tmp"
+SPARE_SUFFIX = ".spare"
+SPARE_FILES = 256  # what the relay keeps per process: 1 MiB of disk for 2 KB messages
 CORRUPT_DIR = "corrupt"
 _MAX_HEADER = 4 << 20
 _ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
@@ -164,10 +175,23 @@ class MessageQueue:
     """Queued messages and their envelopes in one directory (created if missing)."""
 
     def __init__(
-        self, directory: Path, *, fsync: bool = True, recover: bool = True, partition: tuple[int, int] | None = None
+        self,
+        directory: Path,
+        *,
+        fsync: bool = True,
+        recover: bool = True,
+        partition: tuple[int, int] | None = None,
+        spare_files: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
+        if spare_files < 0:
+            raise ValueError(f"spare_files: {spare_files!r} is negative")
+        # Files of delivered messages this process keeps to write new ones over (at most spare_files).
+        self.spare_files = spare_files
+        self._spares: list[Path] = []
+        self._spare_lock = threading.Lock()
+        self._spare_serial = 0
         # (index, count): this process lists only the messages of its partition, and its new ids are in it.
         if partition is not None and not (partition[1] >= 1 and 0 <= partition[0] < partition[1]):
             raise ValueError(f"partition: {partition!r} is not (index, count) with 0 <= index < count")
@@ -176,8 +200,7 @@ class MessageQueue:
         self._commit = _GroupCommit(self.directory)
         self._id_lock = threading.Lock()
         self._last_id_time = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._flusher = Flusher(self.directory)
         if recover:
             self._recover()
 
@@ -196,37 +219,40 @@ class MessageQueue:
 
     def enqueue(self, envelope: QueuedEnvelope, content: bytes) -> None:
         """Store a new message; with ``fsync`` it is on disk, directory entry included, on return."""
-        _check_envelope(envelope)
-        final = self._path(envelope.queue_id, MESSAGE_SUFFIX)
-        if final.exists():
-            raise ValueError(f"queue id {envelope.queue_id!r} is already queued")
-        header = _dump(envelope.to_json() | {"v": FORMAT_VERSION, "size": len(content)})
-        temp = final.with_name(final.name + TEMP_SUFFIX)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, temp, final = self._write_temp(envelope, content)
         try:
             try:
-                _write_all(fd, header + b"\n")
-                _write_all(fd, content)
                 if self.fsync:
                     os.fsync(fd)  # concurrent writers flush their own files in parallel
-                    self._commit.commit(_Pending(temp, final))
-                else:
-                    os.rename(temp, final)
             finally:
                 os.close(fd)
+            if self.fsync:
+                self._commit.commit(_Pending(temp, final))
+            else:
+                os.rename(temp, final)
         except BaseException:
             _unlink_quietly(temp)
             raise
 
     async def enqueue_async(self, envelope: QueuedEnvelope, content: bytes) -> None:
-        """:meth:`enqueue` on a worker thread; concurrent calls share directory flushes."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_pool(), self.enqueue, envelope, content)
+        """:meth:`enqueue` for an event loop: the file is written on the loop (no wait on the disk)
+        and flushed by the queue's flushing thread, which shares directory flushes among the
+        messages that arrive meanwhile."""
+        fd, temp, final = self._write_temp(envelope, content)
+        if not self.fsync:
+            try:
+                os.close(fd)
+                os.rename(temp, final)
+            except BaseException:
+                _unlink_quietly(temp)
+                raise
+            return
+        await self._flusher.publish(fd, temp, final)
 
     @property
     def commit_batches(self) -> int:
         """How many group commits (flushes of the directory for new messages) have been made."""
-        return self._commit.batches
+        return self._commit.batches + self._flusher.batches
 
     def update(self, envelope: QueuedEnvelope) -> None:
         """Replace a queued message's state atomically; ``KeyError`` if it is no longer queued."""
@@ -241,7 +267,9 @@ class MessageQueue:
         none); ``KeyError`` if it is not queued."""
         message = self._existing_path(queue_id, MESSAGE_SUFFIX)
         try:
-            os.unlink(message)  # the message first: a leftover state file alone is discarded at start-up
+            # The message first: a leftover state file alone is discarded at start-up.
+            if not self._keep_as_spare(message):
+                os.unlink(message)
         except FileNotFoundError:
             raise KeyError(f"no queued message {queue_id!r}") from None
         if state:
@@ -250,11 +278,13 @@ class MessageQueue:
         # is at-least-once), while flushing after every delivery halves the delivery rate.
 
     def close(self) -> None:
-        """Release the worker threads of :meth:`enqueue_async` (waits for writes in progress)."""
-        with self._executor_lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        """Stop the flushing thread of :meth:`enqueue_async` (after the files handed to it) and
+        delete the spare files this process kept."""
+        self._flusher.close()
+        with self._spare_lock:
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            _unlink_quietly(spare)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -351,6 +381,55 @@ class MessageQueue:
             return envelope
         return state if state.queue_id == queue_id else envelope
 
+    def _write_temp(self, envelope: QueuedEnvelope, content: bytes) -> tuple[int, Path, Path]:
+        """Write a new message under its temporary name; the open file, that name and the final one."""
+        _check_envelope(envelope)
+        final = self._path(envelope.queue_id, MESSAGE_SUFFIX)
+        if final.exists():
+            raise ValueError(f"queue id {envelope.queue_id!r} is already queued")
+        header = _dump(envelope.to_json() | {"v": FORMAT_VERSION, "size": len(content)})
+        temp = final.with_name(final.name + TEMP_SUFFIX)
+        fd, recycled = self._open_for_writing(temp)
+        try:
+            line = header + b"\n"
+            written = os.writev(fd, [line, content])
+            if written < len(line) + len(content):  # a short write: the rest the slow way
+                _write_all(fd, (line + content)[written:])
+            if recycled:
+                os.ftruncate(fd, len(header) + 1 + len(content))  # the former message may be longer
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(temp)
+            raise
+        return fd, temp, final
+
+    def _open_for_writing(self, temp: Path) -> tuple[int, bool]:
+        """A file named ``temp`` open for writing, and whether it is a spare file renamed (its former
+        bytes still there) rather than a new one."""
+        while True:
+            with self._spare_lock:
+                spare = self._spares.pop() if self._spares else None
+            if spare is None:
+                return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), False
+            try:
+                os.rename(spare, temp)
+                return os.open(temp, os.O_WRONLY), True
+            except FileNotFoundError:
+                continue  # deleted behind our back: take the next one
+
+    def _keep_as_spare(self, message: Path) -> bool:
+        """Rename a delivered message's file to a spare name, if the pool has room."""
+        with self._spare_lock:
+            if len(self._spares) >= self.spare_files:
+                return False
+            self._spare_serial += 1
+            # The pid keeps the names of the processes sharing the directory apart.
+            spare = self.directory / f"{os.getpid()}-{self._spare_serial}{SPARE_SUFFIX}"
+        os.rename(message, spare)
+        with self._spare_lock:
+            self._spares.append(spare)
+        return True
+
     def _write_atomically(self, path: Path, data: bytes) -> None:
         temp = path.with_name(path.name + TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -368,20 +447,17 @@ class MessageQueue:
         if self.fsync:
             _fsync_directory(self.directory)
 
-    def _writer_pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="queue-writer")
-            return self._executor
-
     def _recover(self) -> None:
-        """Delete half-written files, set damaged messages aside, drop state files without a message."""
+        """Delete half-written and spare files, set damaged messages aside, drop state files without a
+        message."""
         changed = False
         for entry in list(os.scandir(self.directory)):
             if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
                 log.warning("discarding half-written queue file %s", entry.name)
                 _unlink_quietly(Path(entry.path))
                 changed = True
+            elif entry.name.endswith(SPARE_SUFFIX) and entry.is_file():
+                _unlink_quietly(Path(entry.path))  # kept by a process that stopped without closing the queue
         for queue_id in list(self._ids()):
             path = self._path(queue_id, MESSAGE_SUFFIX)
             try:
