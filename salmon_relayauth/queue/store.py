@@ -192,6 +192,9 @@ class MessageQueue:
         self._spares: list[Path] = []
         self._spare_lock = threading.Lock()
         self._spare_serial = 0
+        # The pid keeps apart the names of the processes sharing the directory, the token those of
+        # the queues one process opens on it.
+        self._spare_prefix = f"{os.getpid()}-{secrets.token_hex(3)}-"
         # (index, count): this process lists only the messages of its partition, and its new ids are in it.
         if partition is not None and not (partition[1] >= 1 and 0 <= partition[0] < partition[1]):
             raise ValueError(f"partition: {partition!r} is not (index, count) with 0 <= index < count")
@@ -423,8 +426,7 @@ class MessageQueue:
             if len(self._spares) >= self.spare_files:
                 return False
             self._spare_serial += 1
-            # The pid keeps the names of the processes sharing the directory apart.
-            spare = self.directory / f"{os.getpid()}-{self._spare_serial}{SPARE_SUFFIX}"
+            spare = self.directory / f"{self._spare_prefix}{self._spare_serial}{SPARE_SUFFIX}"
         os.rename(message, spare)
         with self._spare_lock:
             self._spares.append(spare)
