@@ -3,6 +3,7 @@ letting a former message's bytes show through or survive as a message."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -183,3 +184,16 @@ def test_kill_9_while_recycling_loses_no_acknowledged_message(tmp_path: Path) ->
     for queue_id in listed:
         content = queue.load(queue_id)[1]
         assert content in (queue_id.encode() * 60_000, queue_id.encode() * 3)
+
+
+def test_a_worker_deletes_the_spares_of_dead_processes_only(tmp_path: Path) -> None:
+    """Workers open the queue without recovering it; a crashed worker's spares must not pile up."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f"{dead_pid}-abcdef-1.spare").write_bytes(b"old")
+    live = tmp_path / f"{os.getpid()}-abcdef-1.spare"
+    live.write_bytes(b"mine")
+    MessageQueue(tmp_path, spare_files=4, recover=False)
+    assert spares(tmp_path) == [live]
+    MessageQueue(tmp_path, recover=False)  # without spare files of its own, it leaves them be
+    assert spares(tmp_path) == [live]

@@ -206,6 +206,8 @@ class MessageQueue:
         self._flusher = Flusher(self.directory)
         if recover:
             self._recover()
+        elif spare_files:
+            self._delete_orphan_spares()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -432,6 +434,16 @@ class MessageQueue:
             self._spares.append(spare)
         return True
 
+    def _delete_orphan_spares(self) -> None:
+        """Delete the spare files of processes that are gone (a worker that crashed), so that a
+        worker restarted again and again does not pile them up until the next recovery."""
+        for entry in os.scandir(self.directory):
+            if not entry.name.endswith(SPARE_SUFFIX):
+                continue
+            owner = entry.name.split("-", 1)[0]
+            if owner.isdigit() and not _process_alive(int(owner)):
+                _unlink_quietly(Path(entry.path))
+
     def _write_atomically(self, path: Path, data: bytes) -> None:
         temp = path.with_name(path.name + TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -522,6 +534,16 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _unlink_quietly(path: Path) -> None:
