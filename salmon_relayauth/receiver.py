@@ -108,7 +108,6 @@ class RelayReceiver:
         self.shutdown_grace = shutdown_grace
         self._reload_lock = threading.Lock()
         self.loop = new_event_loop()
-        # Routing and queue writes (fsync) of concurrent sessions: more threads, larger group commits.
         self.pipeline = MessagePipeline(self.queue, self._deliver_soon)
         tls = self.policy.config.tls
         context = make_tls_context(str(tls.certificate), str(tls.key)) if tls.certificate and tls.key else None

@@ -59,11 +59,17 @@ class SessionLogs:
         if self.relay.state is not None:
             self._event("*", permission_flags(self.relay.state.rights.granted), "Set Session Permissions")
 
+    # sent and received, once for every reply and command, call the log without going through _event.
+
     def sent(self, line: str) -> None:
-        self._event(">", line)
+        if self.protocol_log is not None:
+            self.protocol_log.session_event(self._fields, self.sequence, ">", line)
+            self.sequence += 1
 
     def received(self, line: str) -> None:
-        self._event("<", line)
+        if self.protocol_log is not None:
+            self.protocol_log.session_event(self._fields, self.sequence, "<", line)
+            self.sequence += 1
 
     def info(self, data: str, context: str = "") -> None:
         self._event("*", data, context)

@@ -106,22 +106,28 @@ class ProtocolLog:
         self.session_event(session_fields(connector_id, session_id, local, remote), sequence, event, data, context)
 
     def session_event(self, fields: tuple[str, str], sequence: int, event: str, data: str = "", context: str = "") -> None:
-        """:meth:`event` with a session's constant fields already made by :func:`session_fields`."""
-        if data:
+        """:meth:`event` with a session's constant fields already made by :func:`session_fields`.
+        (Every SMTP command and reply passes here: the common case is kept free of calls.)"""
+        if data and ("," in data or '"' in data or "\r" in data or "\n" in data):
             data = _csv_field(_one_line(data))
-        if context:
+        if context and ("," in context or '"' in context or "\r" in context or "\n" in context):
             context = _csv_field(_one_line(context))
         now = self._clock()
         second = int(now)
         with self._lock:
             if second != self._second:
-                moment = datetime.fromtimestamp(second, timezone.utc)
-                self._second, self._stamp_day = second, moment.strftime("%Y%m%d")
-                self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.")
-            millisecond = min(999, round((now - second) * 1_000_000) // 1000)
+                self._new_second(second)
+            millisecond = round((now - second) * 1_000_000) // 1000
+            if millisecond > 999:
+                millisecond = 999
             line = f"{self._stamp}{millisecond:03d}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
             if self._pending.add((self._stamp_day, line), len(line), now):
                 self._flush(now)
+
+    def _new_second(self, second: int) -> None:
+        moment = datetime.fromtimestamp(second, timezone.utc)
+        self._second, self._stamp_day = second, moment.strftime("%Y%m%d")
+        self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.")
 
     def flush(self) -> None:
         """Write every pending line."""
