@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -92,3 +94,26 @@ def test_prunes_by_age_and_total_size(tmp_path) -> None:
 def test_permission_flags_in_exchange_order() -> None:
     rights = {Right.ACCEPT_HEADERS_ROUTING, Right.SMTP_SUBMIT, Right.SMTP_ACCEPT_ANY_SENDER}
     assert permission_flags(rights) == "SMTPSubmit SMTPAcceptAnySender AcceptRoutingHeaders"
+
+
+def test_threads_logging_at_once_lose_no_line(tmp_path) -> None:
+    """Lines are added without a lock while other threads flush: every line is written once, whole."""
+    log = ProtocolLog(tmp_path)
+
+    def session(number: int) -> None:
+        for sequence in range(500):
+            log.event("relay\\Connector", f"{number:016X}", sequence, "127.0.0.1:25", "127.0.0.10:4000", "<", "NOOP")
+            if sequence % 50 == 0:
+                log.flush()
+
+    threads = [threading.Thread(target=session, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    lines = [line for path in tmp_path.glob("RECV*.LOG") for line in path.read_text().splitlines() if line[:1] != "#"]
+    shape = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z,relay\\Connector,([0-9A-F]{16}),(\d+),127\.0\.0\.1:25,127\.0\.0\.10:4000,<,NOOP,")
+    seen = sorted((match.group(1), int(match.group(2))) for match in map(shape.fullmatch, lines) if match)
+    assert len(seen) == len(lines) == 8 * 500
+    assert seen == sorted((f"{number:016X}", sequence) for number in range(8) for sequence in range(500))

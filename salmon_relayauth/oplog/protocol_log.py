@@ -13,6 +13,7 @@ import functools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -59,11 +60,17 @@ class ProtocolLog:
     """A thread-safe writer of protocol log files in one directory.
 
     Lines are buffered and written in batches (one ``write`` for many events): at most a second
-    after the event (:meth:`flush`, which the relay calls every second), when 64 KiB are pending, and
-    on :meth:`close`. Files are opened for appending, so the relay's worker processes may share them.
+    after the event (:meth:`flush`, which the relay calls every second), every ``FLUSH_LINES`` lines
+    (about 64 KiB), and on :meth:`close`. Files are opened for appending, so the relay's worker
+    processes may share them.
+
+    Every SMTP command and reply of a Verbose connector makes a line, so adding one takes no lock (a
+    deque's append is atomic) and no helper call unless the text needs quoting; the lock guards the
+    files.
     """
 
     FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
+    FLUSH_LINES = 512
 
     def __init__(
         self,
@@ -86,10 +93,10 @@ class ProtocolLog:
         self._path: Path | None = None
         self._size = 0  # of the current file, kept here rather than asked of the file system per line
         self._day = ""
-        self._pending: LineBatch[tuple[str, str]] = LineBatch(clock())  # (day, line)
-        self._second = -1  # the second _stamp and _stamp_day were formatted for
-        self._stamp = ""
-        self._stamp_day = ""
+        self._pending: deque[tuple[str, str]] = deque()  # (day, line)
+        self._last_write = clock()
+        # (second, its time stamp up to the milliseconds, its day): one attribute, replaced whole.
+        self._second: tuple[int, str, str] = (-1, "", "")
         directory.mkdir(parents=True, exist_ok=True)
 
     def event(
@@ -106,28 +113,21 @@ class ProtocolLog:
         self.session_event(session_fields(connector_id, session_id, local, remote), sequence, event, data, context)
 
     def session_event(self, fields: tuple[str, str], sequence: int, event: str, data: str = "", context: str = "") -> None:
-        """:meth:`event` with a session's constant fields already made by :func:`session_fields`.
-        (Every SMTP command and reply passes here: the common case is kept free of calls.)"""
+        """:meth:`event` with a session's constant fields already made by :func:`session_fields`."""
         if data and ("," in data or '"' in data or "\r" in data or "\n" in data):
             data = _csv_field(_one_line(data))
         if context and ("," in context or '"' in context or "\r" in context or "\n" in context):
             context = _csv_field(_one_line(context))
         now = self._clock()
         second = int(now)
-        with self._lock:
-            if second != self._second:
-                self._new_second(second)
-            millisecond = round((now - second) * 1_000_000) // 1000
-            if millisecond > 999:
-                millisecond = 999
-            line = f"{self._stamp}{millisecond:03d}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
-            if self._pending.add((self._stamp_day, line), len(line), now):
-                self._flush(now)
-
-    def _new_second(self, second: int) -> None:
-        moment = datetime.fromtimestamp(second, timezone.utc)
-        self._second, self._stamp_day = second, moment.strftime("%Y%m%d")
-        self._stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+        stamp = self._second
+        if stamp[0] != second:
+            stamp = self._second = _second_stamp(second)
+        line = f"{stamp[1]}{_MILLISECONDS[int((now - second) * 1000)]}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
+        pending = self._pending
+        pending.append((stamp[2], line))
+        if len(pending) >= self.FLUSH_LINES or now - self._last_write >= self.FLUSH_SECONDS:
+            self.flush()
 
     def flush(self) -> None:
         """Write every pending line."""
@@ -135,9 +135,12 @@ class ProtocolLog:
             self._flush(self._clock())
 
     def _flush(self, now: float) -> None:
+        self._last_write = now
+        pending = self._pending
         chunk: list[str] = []
         chunk_size = 0
-        for day, line in self._pending.take(now):
+        for _ in range(len(pending)):  # what is added meanwhile waits for the next flush
+            day, line = pending.popleft()
             size = len(line.encode("utf-8")) if not line.isascii() else len(line)
             if day != self._day or self._fd is None or self._size + chunk_size + size > self.max_file_size:
                 self._write("".join(chunk))
@@ -198,6 +201,14 @@ class ProtocolLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+_MILLISECONDS = [f"{number:03d}" for number in range(1000)]
+
+
+def _second_stamp(second: int) -> tuple[int, str, str]:
+    moment = datetime.fromtimestamp(second, timezone.utc)
+    return second, moment.strftime("%Y-%m-%dT%H:%M:%S."), moment.strftime("%Y%m%d")
 
 
 def _one_line(text: str) -> str:
