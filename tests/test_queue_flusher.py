@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,6 @@ import pytest
 
 from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
 from salmon_relayauth.testing import connect_from, start_relay
-
-
-def envelope(queue: MessageQueue, **changes: object) -> QueuedEnvelope:
-    base = QueuedEnvelope(
-        queue_id=queue.new_id(),
-        sender="app@contoso.com",
-        recipients=("ops@contoso.com",),
-        client_address="192.168.5.10",
-        client_port=40123,
-        connector="Anonymous Relay",
-        session_id="0a1b2c",
-        principals=(),
-        rights=("ms-Exch-SMTP-Submit",),
-        received_at=time.time(),
-    )
-    return replace(base, **changes)
 
 
 def failing_fsync(monkeypatch: pytest.MonkeyPatch, fails: Any) -> None:
@@ -63,9 +46,9 @@ async def enqueue_all(queue: MessageQueue, items: list[QueuedEnvelope]) -> list[
     return [result if isinstance(result, BaseException) else None for result in results]
 
 
-def test_a_file_that_cannot_be_flushed_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_that_cannot_be_flushed_fails_alone(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope], monkeypatch: pytest.MonkeyPatch) -> None:
     queue = MessageQueue(tmp_path)
-    items = [envelope(queue) for _ in range(6)]
+    items = [new_envelope(queue) for _ in range(6)]
     doomed = items[2].queue_id
     failing_fsync(monkeypatch, lambda path: doomed in path)
     outcomes = asyncio.run(enqueue_all(queue, items))
@@ -77,9 +60,9 @@ def test_a_file_that_cannot_be_flushed_fails_alone(tmp_path: Path, monkeypatch: 
     )
 
 
-def test_a_directory_that_cannot_be_flushed_withdraws_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_directory_that_cannot_be_flushed_withdraws_the_batch(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope], monkeypatch: pytest.MonkeyPatch) -> None:
     queue = MessageQueue(tmp_path)
-    items = [envelope(queue) for _ in range(4)]
+    items = [new_envelope(queue) for _ in range(4)]
     failing_fsync(monkeypatch, lambda path: path == str(tmp_path))
     outcomes = asyncio.run(enqueue_all(queue, items))
     queue.close()
@@ -87,11 +70,11 @@ def test_a_directory_that_cannot_be_flushed_withdraws_the_batch(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []  # nothing that was not known durable stays queued
 
 
-def test_a_cancelled_wait_still_queues_the_message(tmp_path: Path) -> None:
+def test_a_cancelled_wait_still_queues_the_message(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     """The client's session may end while its message is being flushed: the message is queued all
     the same (the client, without a reply, sends it again: at least once, never lost)."""
     queue = MessageQueue(tmp_path)
-    item = envelope(queue)
+    item = new_envelope(queue)
 
     async def main() -> None:
         task = asyncio.create_task(queue.enqueue_async(item, b"content"))
@@ -110,9 +93,9 @@ def test_a_cancelled_wait_still_queues_the_message(tmp_path: Path) -> None:
     assert not [path for path in open_files() if str(tmp_path) in path and path.endswith(".msg")]
 
 
-def test_close_finishes_what_was_handed_over(tmp_path: Path) -> None:
+def test_close_finishes_what_was_handed_over(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     queue = MessageQueue(tmp_path)
-    items = [envelope(queue) for _ in range(20)]
+    items = [new_envelope(queue) for _ in range(20)]
 
     async def main() -> None:
         for item in items:

@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,29 +18,13 @@ from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def envelope(queue: MessageQueue, **changes: object) -> QueuedEnvelope:
-    base = QueuedEnvelope(
-        queue_id=queue.new_id(),
-        sender="app@contoso.com",
-        recipients=("ops@contoso.com",),
-        client_address="192.168.5.10",
-        client_port=40123,
-        connector="Anonymous Relay",
-        session_id="0a1b2c",
-        principals=("NT AUTHORITY\\ANONYMOUS LOGON",),
-        rights=("ms-Exch-SMTP-Submit",),
-        received_at=time.time(),
-    )
-    return replace(base, **changes)
-
-
 def spares(directory: Path) -> list[Path]:
     return sorted(path for path in directory.iterdir() if path.name.endswith(".spare"))
 
 
-def test_a_removed_message_file_holds_the_next_message(tmp_path: Path) -> None:
+def test_a_removed_message_file_holds_the_next_message(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     queue = MessageQueue(tmp_path, spare_files=4)
-    old = envelope(queue)
+    old = new_envelope(queue)
     queue.enqueue(old, b"#" * 9000)
     inode = (tmp_path / f"{old.queue_id}.msg").stat().st_ino
     queue.remove(old.queue_id)
@@ -49,7 +32,7 @@ def test_a_removed_message_file_holds_the_next_message(tmp_path: Path) -> None:
     [spare] = spares(tmp_path)
     assert spare.stat().st_ino == inode
 
-    new = envelope(queue, recipients=("kate@fabrikam.com",))
+    new = new_envelope(queue, recipients=("kate@fabrikam.com",))
     queue.enqueue(new, b"short")  # shorter than the former message: its tail must be cut
     path = tmp_path / f"{new.queue_id}.msg"
     assert path.stat().st_ino == inode and spares(tmp_path) == []
@@ -58,11 +41,11 @@ def test_a_removed_message_file_holds_the_next_message(tmp_path: Path) -> None:
     assert [e.queue_id for e in MessageQueue(tmp_path).list()] == [new.queue_id]  # intact for recovery too
 
 
-def test_the_pool_is_bounded_and_off_by_default(tmp_path: Path) -> None:
+def test_the_pool_is_bounded_and_off_by_default(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     bounded = MessageQueue(tmp_path / "bounded", spare_files=2)
     default = MessageQueue(tmp_path / "default")
     for queue in (bounded, default):
-        items = [envelope(queue) for _ in range(5)]
+        items = [new_envelope(queue) for _ in range(5)]
         for item in items:
             queue.enqueue(item, b"x")
         for item in items:
@@ -71,9 +54,9 @@ def test_the_pool_is_bounded_and_off_by_default(tmp_path: Path) -> None:
     assert list((tmp_path / "default").iterdir()) == []
 
 
-def test_close_deletes_the_spares_and_recovery_deletes_leftovers(tmp_path: Path) -> None:
+def test_close_deletes_the_spares_and_recovery_deletes_leftovers(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     queue = MessageQueue(tmp_path, spare_files=8)
-    items = [envelope(queue) for _ in range(3)]
+    items = [new_envelope(queue) for _ in range(3)]
     for item in items:
         queue.enqueue(item, b"x")
     queue.remove(items[0].queue_id)
@@ -87,23 +70,23 @@ def test_close_deletes_the_spares_and_recovery_deletes_leftovers(tmp_path: Path)
     assert spares(tmp_path) == [] and [e.queue_id for e in recovered.list()] == [items[2].queue_id]
 
 
-def test_a_spare_deleted_behind_the_queue_is_skipped(tmp_path: Path) -> None:
+def test_a_spare_deleted_behind_the_queue_is_skipped(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     queue = MessageQueue(tmp_path, spare_files=8)
-    items = [envelope(queue) for _ in range(2)]
+    items = [new_envelope(queue) for _ in range(2)]
     for item in items:
         queue.enqueue(item, b"x")
         queue.remove(item.queue_id)
     for spare in spares(tmp_path):
         spare.unlink()  # an operator cleaning up
-    new = envelope(queue)
+    new = new_envelope(queue)
     queue.enqueue(new, b"still queued")
     assert queue.load(new.queue_id)[1] == b"still queued"
 
 
-def test_processes_sharing_a_directory_keep_their_own_spares(tmp_path: Path) -> None:
+def test_processes_sharing_a_directory_keep_their_own_spares(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     first = MessageQueue(tmp_path, spare_files=8, recover=False)
     second = MessageQueue(tmp_path, spare_files=8, recover=False)
-    item = envelope(first)
+    item = new_envelope(first)
     first.enqueue(item, b"x")
     first.remove(item.queue_id)
     second.close()
@@ -115,14 +98,14 @@ def test_a_negative_pool_is_refused(tmp_path: Path) -> None:
         MessageQueue(tmp_path, spare_files=-1)
 
 
-def test_concurrent_writers_and_removers_lose_nothing(tmp_path: Path) -> None:
+def test_concurrent_writers_and_removers_lose_nothing(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
     queue = MessageQueue(tmp_path, spare_files=16)
     kept: list[str] = []
     lock = threading.Lock()
 
     def worker(index: int) -> None:
         for round_ in range(40):
-            item = envelope(queue)
+            item = new_envelope(queue)
             content = f"{item.queue_id} {'y' * (round_ * 97 % 5000)}".encode()
             queue.enqueue(item, content)
             assert queue.load(item.queue_id)[1] == content
