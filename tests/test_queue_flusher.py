@@ -8,7 +8,6 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
 from salmon_relayauth.testing import connect_from, start_relay
 
 
-def failing_fsync(monkeypatch: pytest.MonkeyPatch, fails: Any) -> None:
+def failing_fsync(monkeypatch: pytest.MonkeyPatch, fails: Callable[[str], bool]) -> None:
     """Make ``os.fsync`` raise EIO for the descriptors ``fails(path)`` picks (by what they name)."""
     real_fsync = os.fsync
 
@@ -46,7 +45,11 @@ async def enqueue_all(queue: MessageQueue, items: list[QueuedEnvelope]) -> list[
     return [result if isinstance(result, BaseException) else None for result in results]
 
 
-def test_a_file_that_cannot_be_flushed_fails_alone(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_that_cannot_be_flushed_fails_alone(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     queue = MessageQueue(tmp_path)
     items = [new_envelope(queue) for _ in range(6)]
     doomed = items[2].queue_id
@@ -60,7 +63,11 @@ def test_a_file_that_cannot_be_flushed_fails_alone(tmp_path: Path, new_envelope:
     )
 
 
-def test_a_directory_that_cannot_be_flushed_withdraws_the_batch(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_directory_that_cannot_be_flushed_withdraws_the_batch(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     queue = MessageQueue(tmp_path)
     items = [new_envelope(queue) for _ in range(4)]
     failing_fsync(monkeypatch, lambda path: path == str(tmp_path))

@@ -22,7 +22,10 @@ def spares(directory: Path) -> list[Path]:
     return sorted(path for path in directory.iterdir() if path.name.endswith(".spare"))
 
 
-def test_a_removed_message_file_holds_the_next_message(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
+def test_a_removed_message_file_holds_the_next_message(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+) -> None:
     queue = MessageQueue(tmp_path, spare_files=4)
     old = new_envelope(queue)
     queue.enqueue(old, b"#" * 9000)
@@ -54,7 +57,10 @@ def test_the_pool_is_bounded_and_off_by_default(tmp_path: Path, new_envelope: Ca
     assert list((tmp_path / "default").iterdir()) == []
 
 
-def test_close_deletes_the_spares_and_recovery_deletes_leftovers(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
+def test_close_deletes_the_spares_and_recovery_deletes_leftovers(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+) -> None:
     queue = MessageQueue(tmp_path, spare_files=8)
     items = [new_envelope(queue) for _ in range(3)]
     for item in items:
@@ -70,7 +76,10 @@ def test_close_deletes_the_spares_and_recovery_deletes_leftovers(tmp_path: Path,
     assert spares(tmp_path) == [] and [e.queue_id for e in recovered.list()] == [items[2].queue_id]
 
 
-def test_a_spare_deleted_behind_the_queue_is_skipped(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
+def test_a_spare_deleted_behind_the_queue_is_skipped(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+) -> None:
     queue = MessageQueue(tmp_path, spare_files=8)
     items = [new_envelope(queue) for _ in range(2)]
     for item in items:
@@ -83,7 +92,10 @@ def test_a_spare_deleted_behind_the_queue_is_skipped(tmp_path: Path, new_envelop
     assert queue.load(new.queue_id)[1] == b"still queued"
 
 
-def test_processes_sharing_a_directory_keep_their_own_spares(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
+def test_processes_sharing_a_directory_keep_their_own_spares(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+) -> None:
     first = MessageQueue(tmp_path, spare_files=8, recover=False)
     second = MessageQueue(tmp_path, spare_files=8, recover=False)
     item = new_envelope(first)
@@ -98,7 +110,10 @@ def test_a_negative_pool_is_refused(tmp_path: Path) -> None:
         MessageQueue(tmp_path, spare_files=-1)
 
 
-def test_concurrent_writers_and_removers_lose_nothing(tmp_path: Path, new_envelope: Callable[..., QueuedEnvelope]) -> None:
+def test_concurrent_writers_and_removers_lose_nothing(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+) -> None:
     queue = MessageQueue(tmp_path, spare_files=16)
     kept: list[str] = []
     lock = threading.Lock()

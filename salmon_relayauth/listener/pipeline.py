@@ -49,7 +49,9 @@ class MessagePipeline:
                 await self.queue.enqueue_async(outcome, content)
             except (OSError, ValueError):
                 log.exception("session %s: cannot queue message %s", state.session_id, queue_id)
-                return Decision(451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE)
+                return Decision(
+                    451, "4.3.0", "Temporary server error, please try again later", "queue write failed", _SOURCE
+                )
             self.on_queued(outcome, content)
             relayed = outcome.recipients
         else:

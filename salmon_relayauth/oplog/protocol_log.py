@@ -123,7 +123,8 @@ class ProtocolLog:
         stamp = self._second
         if stamp[0] != second:
             stamp = self._second = _second_stamp(second)
-        line = f"{stamp[1]}{_MILLISECONDS[int((now - second) * 1000)]}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
+        millisecond = _MILLISECONDS[int((now - second) * 1000)]
+        line = f"{stamp[1]}{millisecond}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
         pending = self._pending
         pending.append((stamp[2], line))
         if len(pending) >= self.FLUSH_LINES or now - self._last_write >= self.FLUSH_SECONDS:
