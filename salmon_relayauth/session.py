@@ -7,7 +7,7 @@ too, so a simulated conversation gets the replies a real one would.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -39,8 +39,10 @@ def _banner_date() -> str:
 
 
 def new_session_id() -> str:
-    """16 hex digits, the form Exchange's protocol log uses."""
-    return secrets.token_hex(8).upper()
+    """16 hex digits, the form Exchange's protocol log uses. (An id, not a secret: drawn from
+    ``random``, which forked workers reseed, rather than from the kernel: ``os.urandom`` lets go of
+    the interpreter lock, and on a busy event loop every let-go is a hand-off to another thread.)"""
+    return f"{random.getrandbits(64):016X}"
 
 
 @dataclass(frozen=True, slots=True)

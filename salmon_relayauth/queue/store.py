@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import random
 import secrets
 import threading
 import time
@@ -218,7 +219,7 @@ class MessageQueue:
             stamp = max(time.time_ns(), self._last_id_time + 1)
             self._last_id_time = stamp
         while True:
-            queue_id = f"{stamp:016x}-{secrets.token_hex(4)}"
+            queue_id = f"{stamp:016x}-{random.getrandbits(32):08x}"  # not os.urandom: see session.new_session_id
             if self.partition is None or queue_partition(queue_id, self.partition[1]) == self.partition[0]:
                 return queue_id
 
