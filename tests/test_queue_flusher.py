@@ -152,3 +152,26 @@ def test_the_relay_answers_a_failed_flush_with_451(tmp_path: Path, monkeypatch: 
     finally:
         client.close()
         relay.stop()
+
+
+def test_an_unexpected_failure_of_the_flusher_is_reported_not_waited_for(
+    tmp_path: Path,
+    new_envelope: Callable[..., QueuedEnvelope],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from salmon_relayauth.queue.flusher import Flusher
+
+    def broken(self: Flusher, batch: list[object]) -> None:
+        raise RuntimeError("a bug in the flusher")
+
+    monkeypatch.setattr(Flusher, "_flush", broken)
+    queue = MessageQueue(tmp_path)
+
+    async def main() -> BaseException | None:
+        [outcome] = await asyncio.wait_for(enqueue_all(queue, [new_envelope(queue)]), timeout=10)
+        return outcome
+
+    outcome = asyncio.run(main())
+    queue.close()
+    assert isinstance(outcome, RuntimeError) and "a bug in the flusher" in str(outcome)
+    assert list(tmp_path.iterdir()) == []  # reported as not queued, and not queued

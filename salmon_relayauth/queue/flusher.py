@@ -96,7 +96,14 @@ class Flusher:
                 except queue.Empty:
                     break
             if batch:
-                self._flush(batch)
+                try:
+                    self._flush(batch)
+                except BaseException as error:  # a bug here must not leave the sessions waiting forever
+                    log.exception("queue flush of %d file(s) failed", len(batch))
+                    for written in batch:  # reported as not queued, so withdrawn under either name
+                        written.error = written.error or error
+                        _unlink_quietly(written.temp)
+                        _unlink_quietly(written.final)
                 self._settle(batch)
             if stop:
                 return
