@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["RelayReceiver", "new_event_loop"]
 
 log = logging.getLogger("salmon_relayauth.receiver")
+_METRICS_ATTEMPTS = 30  # one a second, while another generation of workers may hold the port
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -198,7 +199,7 @@ class RelayReceiver:
         self._reload_on_signal(signal.SIGUSR1)  # Salmon's own `salmon stop` uses SIGHUP to stop
         log.info("relay listening on %s", ", ".join(f"{host}:{port}" for host, port in self.addresses))
 
-    async def _start_metrics(self, server: MetricsServer, attempts: int = 30) -> None:
+    async def _start_metrics(self, server: MetricsServer, attempts: int = _METRICS_ATTEMPTS) -> None:
         """Listen for scrapes; a port in use is logged and tried again every second for a while
         (another generation of workers may still hold it), and mail goes on meanwhile."""
         try:
@@ -207,7 +208,7 @@ class RelayReceiver:
             if attempts <= 1:
                 log.error("metrics server not started on %s:%d: %s", server.host, server.port, error)
                 return
-            if attempts == 30:
+            if attempts == _METRICS_ATTEMPTS:
                 log.warning("metrics server not started on %s:%d yet: %s", server.host, server.port, error)
             self.loop.call_later(1.0, lambda: self.loop.create_task(self._start_metrics(server, attempts - 1)))
 

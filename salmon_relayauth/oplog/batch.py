@@ -1,39 +1,47 @@
-"""What the two logs share: lines written in batches, with one ``write`` of whole lines each."""
+"""What the two logs share: lines gathered without a lock and written in batches (one ``write`` of
+whole lines each), and their time stamps formatted once a second."""
 
 from __future__ import annotations
 
 import os
-from typing import Generic, TypeVar
+from collections import deque
+from datetime import datetime, timezone
+from typing import TypeVar
 
-__all__ = ["LineBatch", "write_all"]
+__all__ = ["MILLISECONDS", "LineBatch", "second_stamp", "write_all"]
 
 T = TypeVar("T")
 
+MILLISECONDS = [f"{number:03d}" for number in range(1000)]  # a line's milliseconds, by table
 
-class LineBatch(Generic[T]):
-    """Lines waiting to be written together. :meth:`add` says when they are due: 64 KiB pending,
-    or a second since the last write; the owner also writes them when asked (the relay asks once a
-    second, so an idle relay's lines do not wait) and at stop. (Writing per line cost more than the
-    policy decision it records.) Not thread-safe: the owner holds its lock."""
 
-    FLUSH_BYTES = 64 << 10
+class LineBatch(deque[T]):
+    """Lines waiting to be written together. Adding one is a deque's ``append``, which needs no lock
+    (every SMTP command and reply adds lines); :meth:`due` says when they should be written:
+    ``FLUSH_LINES`` pending (about 64 KiB), or a second since the last write. The owner also writes
+    them when asked (the relay asks once a second, so an idle relay's lines do not wait) and at stop.
+    (Writing per line cost more than the policy decision it records.)"""
+
+    FLUSH_LINES = 512
     FLUSH_SECONDS = 1.0
 
     def __init__(self, now: float) -> None:
-        self._items: list[T] = []
-        self._size = 0
-        self._last = now
+        super().__init__()
+        self.taken_at = now
 
-    def add(self, item: T, size: int, now: float) -> bool:
-        """Keep a line; whether the batch is due now."""
-        self._items.append(item)
-        self._size += size
-        return self._size >= self.FLUSH_BYTES or now - self._last >= self.FLUSH_SECONDS
+    def due(self, now: float) -> bool:
+        return len(self) >= self.FLUSH_LINES or now - self.taken_at >= self.FLUSH_SECONDS
 
     def take(self, now: float) -> list[T]:
-        """Every pending line, oldest first; the batch starts again empty."""
-        items, self._items, self._size, self._last = self._items, [], 0, now
-        return items
+        """Every pending line, oldest first; what is added meanwhile waits for the next take."""
+        self.taken_at = now
+        return [self.popleft() for _ in range(len(self))]
+
+
+def second_stamp(second: int) -> tuple[int, str, str]:
+    """A second (UTC) as both logs write it: ``(second, "2026-11-28T09:01:12", "20261128")``."""
+    moment = datetime.fromtimestamp(second, timezone.utc)
+    return second, moment.strftime("%Y-%m-%dT%H:%M:%S"), moment.strftime("%Y%m%d")
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -8,12 +8,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..model.decision import Decision
-from .batch import LineBatch, write_all
+from .batch import MILLISECONDS, LineBatch, second_stamp, write_all
 
 __all__ = ["DecisionLog"]
 
@@ -22,10 +21,11 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.d
 
 
 class DecisionLog:
-    """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's:
-    at most a second after they were made (:meth:`flush`, which the relay calls every second), when
-    64 KiB are pending, and on :meth:`close`. The file is opened for appending and every batch is
-    one ``write`` of whole lines, so the relay's worker processes may share it."""
+    """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's
+    (see :class:`LineBatch`): at most a second after they were made (:meth:`flush`, which the relay
+    calls every second), every ``LineBatch.FLUSH_LINES`` lines, and on :meth:`close`. The file is
+    opened for appending and every batch is one ``write`` of whole lines, so the relay's worker
+    processes may share it."""
 
     FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
 
@@ -36,19 +36,18 @@ class DecisionLog:
         self._lock = threading.Lock()
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._pending: LineBatch[str] = LineBatch(clock())
-        self._second = -1
-        self._stamp = ""
+        self._second = second_stamp(0)  # replaced whole once a second
 
     def record(self, decision: Decision, *, command: str, **context: Any) -> None:
         """One line: time, the context given (session, client, connector, principals, ...), the
         command, the reply, its reason and the plugin that decided."""
         now = self._clock()
         second = int(now)
-        if second != self._second:  # the date and time to the second, formatted once a second
-            self._second, self._stamp = second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        millisecond = min(999, round((now - second) * 1_000_000) // 1000)
+        stamp = self._second
+        if stamp[0] != second:
+            stamp = self._second = second_stamp(second)
         entry = {
-            "time": f"{self._stamp}.{millisecond:03d}+00:00",
+            "time": f"{stamp[1]}.{MILLISECONDS[int((now - second) * 1000)]}+00:00",
             **context,
             "command": command,
             "decision": decision.render(),
@@ -56,10 +55,9 @@ class DecisionLog:
             "reason": decision.reason,
             "source": decision.source,
         }
-        line = _ENCODER.encode(entry) + "\n"
-        with self._lock:
-            if self._pending.add(line, len(line), now):
-                self._flush(now)
+        self._pending.append(_ENCODER.encode(entry) + "\n")
+        if self._pending.due(now):
+            self.flush()
 
     def flush(self) -> None:
         """Write every pending line."""

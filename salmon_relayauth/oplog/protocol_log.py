@@ -13,13 +13,12 @@ import functools
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..model.enums import Right
-from .batch import LineBatch, write_all
+from .batch import MILLISECONDS, LineBatch, second_stamp, write_all
 
 __all__ = ["FIELDS", "ProtocolLog", "permission_flags", "session_fields"]
 
@@ -59,18 +58,15 @@ def _flags_of(granted: frozenset[Right]) -> str:  # sessions of a connector shar
 class ProtocolLog:
     """A thread-safe writer of protocol log files in one directory.
 
-    Lines are buffered and written in batches (one ``write`` for many events): at most a second
-    after the event (:meth:`flush`, which the relay calls every second), every ``FLUSH_LINES`` lines
-    (about 64 KiB), and on :meth:`close`. Files are opened for appending, so the relay's worker
-    processes may share them.
-
-    Every SMTP command and reply of a Verbose connector makes a line, so adding one takes no lock (a
-    deque's append is atomic) and no helper call unless the text needs quoting; the lock guards the
-    files.
+    Lines are buffered and written in batches (one ``write`` for many events, see
+    :class:`LineBatch`): at most a second after the event (:meth:`flush`, which the relay calls every
+    second), every ``LineBatch.FLUSH_LINES`` lines, and on :meth:`close`. Files are opened for
+    appending, so the relay's worker processes may share them. Every SMTP command and reply of a
+    Verbose connector makes a line: adding one takes no lock and no helper call unless the text
+    needs quoting; the lock guards the files.
     """
 
     FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
-    FLUSH_LINES = 512
 
     def __init__(
         self,
@@ -93,10 +89,8 @@ class ProtocolLog:
         self._path: Path | None = None
         self._size = 0  # of the current file, kept here rather than asked of the file system per line
         self._day = ""
-        self._pending: deque[tuple[str, str]] = deque()  # (day, line)
-        self._last_write = clock()
-        # (second, its time stamp up to the milliseconds, its day): one attribute, replaced whole.
-        self._second: tuple[int, str, str] = (-1, "", "")
+        self._pending: LineBatch[tuple[str, str]] = LineBatch(clock())  # (day, line)
+        self._second = second_stamp(0)  # replaced whole once a second
         directory.mkdir(parents=True, exist_ok=True)
 
     def event(
@@ -122,12 +116,11 @@ class ProtocolLog:
         second = int(now)
         stamp = self._second
         if stamp[0] != second:
-            stamp = self._second = _second_stamp(second)
-        millisecond = _MILLISECONDS[int((now - second) * 1000)]
-        line = f"{stamp[1]}{millisecond}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
-        pending = self._pending
-        pending.append((stamp[2], line))
-        if len(pending) >= self.FLUSH_LINES or now - self._last_write >= self.FLUSH_SECONDS:
+            stamp = self._second = second_stamp(second)
+        millisecond = MILLISECONDS[int((now - second) * 1000)]
+        line = f"{stamp[1]}.{millisecond}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
+        self._pending.append((stamp[2], line))
+        if self._pending.due(now):
             self.flush()
 
     def flush(self) -> None:
@@ -136,12 +129,9 @@ class ProtocolLog:
             self._flush(self._clock())
 
     def _flush(self, now: float) -> None:
-        self._last_write = now
-        pending = self._pending
         chunk: list[str] = []
         chunk_size = 0
-        for _ in range(len(pending)):  # what is added meanwhile waits for the next flush
-            day, line = pending.popleft()
+        for day, line in self._pending.take(now):
             size = len(line.encode("utf-8")) if not line.isascii() else len(line)
             if day != self._day or self._fd is None or self._size + chunk_size + size > self.max_file_size:
                 self._write("".join(chunk))
@@ -202,14 +192,6 @@ class ProtocolLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-
-
-_MILLISECONDS = [f"{number:03d}" for number in range(1000)]
-
-
-def _second_stamp(second: int) -> tuple[int, str, str]:
-    moment = datetime.fromtimestamp(second, timezone.utc)
-    return second, moment.strftime("%Y-%m-%dT%H:%M:%S."), moment.strftime("%Y%m%d")
 
 
 def _one_line(text: str) -> str:

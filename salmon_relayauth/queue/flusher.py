@@ -1,9 +1,10 @@
-"""Makes queue files durable for an event loop, on one thread, in batches.
+"""Makes queue files durable, on one thread, in batches (the queue's group commit).
 
-The event loop writes a message's file itself (into the page cache: no waiting on the disk) and
-hands the open file to the flusher. The flusher flushes every file it was given since its last
-round, gives each its final name, flushes the directory once for all of them, and settles the
-whole batch with one call into the loop.
+The caller writes a message's file itself (into the page cache: no waiting on the disk) and hands
+the open file to the flusher. The flusher flushes every file it was given since its last round,
+gives each its final name, flushes the directory once for all of them, and settles the batch: with
+one call into each event loop that waits (:meth:`Flusher.publish`), directly for the threads that
+wait (:meth:`Flusher.publish_and_wait`).
 
 One thread rather than a pool: every time a thread takes the interpreter lock back from a busy
 event loop costs a round of futex calls and context switches, so the thread does as little as
@@ -13,6 +14,7 @@ possible, and only what has to wait for the disk.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import queue
@@ -32,8 +34,8 @@ class _Written:
     fd: int
     temp: Path
     final: Path
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop | None  # None: a thread waits on a concurrent future
+    future: asyncio.Future[None] | concurrent.futures.Future[None]
     error: BaseException | None = field(default=None)
 
 
@@ -60,6 +62,13 @@ class Flusher:
         self._start()
         self._inbox.put(_Written(fd, temp, final, loop, future))
         return future
+
+    def publish_and_wait(self, fd: int, temp: Path, final: Path) -> None:
+        """:meth:`publish` for a thread: returns when the file is durable, raises its error."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._start()
+        self._inbox.put(_Written(fd, temp, final, None, future))
+        future.result()
 
     def close(self) -> None:
         """Finish the files handed over so far, then stop the thread."""
@@ -112,7 +121,7 @@ class Flusher:
         published: list[_Written] = []
         for item in batch:
             try:
-                os.fsync(item.fd)  # the loop closes the file when it settles the batch
+                os.fsync(item.fd)  # closed when the batch is settled
                 os.rename(item.temp, item.final)
                 published.append(item)
             except BaseException as error:  # each caller learns its own failure
@@ -133,7 +142,10 @@ class Flusher:
     def _settle(self, batch: list[_Written]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Written]] = {}
         for item in batch:
-            by_loop.setdefault(item.loop, []).append(item)
+            if item.loop is None:
+                _resolve([item])  # a thread waits: its future may be settled from here
+            else:
+                by_loop.setdefault(item.loop, []).append(item)
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve, items)

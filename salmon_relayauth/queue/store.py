@@ -12,10 +12,9 @@ Layout of the queue directory::
 
 A file only gets its final name by ``rename`` after its bytes are written (and, with ``fsync``, flushed);
 the directory is flushed before :meth:`MessageQueue.enqueue` returns. Concurrent enqueues share one
-flush of the directory (group commit): threads calling :meth:`MessageQueue.enqueue` flush their files
-in parallel, and event loops calling :meth:`MessageQueue.enqueue_async` hand theirs to one flushing
-thread (``flusher.py``). Delivery is at least once: a crash between delivery and the state update
-delivers again, never loses.
+flush of the directory (group commit): threads and event loops alike hand their written files to the
+queue's flushing thread (``flusher.py``). Delivery is at least once: a crash between delivery and the
+state update delivers again, never loses.
 
 One process recovers a queue directory at start-up; the ``queue`` command and the relay's worker
 processes open it with ``recover=False`` so that they never touch another process's files in flight.
@@ -112,66 +111,6 @@ class QueuedEnvelope:
 _ENVELOPE_FIELDS = tuple(item.name for item in fields(QueuedEnvelope))
 
 
-class _Pending:
-    """One flushed file waiting in a group commit for its final name."""
-
-    __slots__ = ("temp", "final", "error", "done")
-
-    def __init__(self, temp: Path, final: Path) -> None:
-        self.temp, self.final = temp, final
-        self.error: BaseException | None = None
-        self.done = False
-
-
-class _GroupCommit:
-    """Publishes flushed files: renames them and flushes the directory once for every caller that
-    arrived while the previous flush was running (the first of them leads, the others wait)."""
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._condition = threading.Condition()
-        self._pending: list[_Pending] = []
-        self._busy = False
-        self.batches = 0
-
-    def commit(self, item: _Pending) -> None:
-        with self._condition:
-            self._pending.append(item)
-            while not item.done:
-                if self._busy:
-                    self._condition.wait()
-                    continue
-                self._busy, batch, self._pending = True, self._pending, []
-                self._condition.release()
-                try:
-                    self._flush(batch)
-                finally:
-                    self._condition.acquire()
-                    for done in batch:
-                        done.done = True
-                    self._busy = False
-                    self.batches += 1
-                    self._condition.notify_all()
-        if item.error is not None:
-            raise item.error
-
-    def _flush(self, batch: list[_Pending]) -> None:
-        for item in batch:
-            try:
-                os.rename(item.temp, item.final)
-            except BaseException as error:  # each caller learns its own failure
-                item.error = error
-        published = [item for item in batch if item.error is None]
-        if not published:
-            return
-        try:
-            _fsync_directory(self._directory)
-        except BaseException as error:
-            for item in published:  # not known to be durable: withdraw it, the client will retry
-                item.error = error
-                _unlink_quietly(item.final)
-
-
 class MessageQueue:
     """Queued messages and their envelopes in one directory (created if missing)."""
 
@@ -201,7 +140,6 @@ class MessageQueue:
             raise ValueError(f"partition: {partition!r} is not (index, count) with 0 <= index < count")
         self.partition = partition
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._commit = _GroupCommit(self.directory)
         self._id_lock = threading.Lock()
         self._last_id_time = 0
         self._flusher = Flusher(self.directory)
@@ -226,39 +164,24 @@ class MessageQueue:
     def enqueue(self, envelope: QueuedEnvelope, content: bytes) -> None:
         """Store a new message; with ``fsync`` it is on disk, directory entry included, on return."""
         fd, temp, final = self._write_temp(envelope, content)
-        try:
-            try:
-                if self.fsync:
-                    os.fsync(fd)  # concurrent writers flush their own files in parallel
-            finally:
-                os.close(fd)
-            if self.fsync:
-                self._commit.commit(_Pending(temp, final))
-            else:
-                os.rename(temp, final)
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
+        if self.fsync:
+            self._flusher.publish_and_wait(fd, temp, final)
+        else:
+            _publish_unflushed(fd, temp, final)
 
     async def enqueue_async(self, envelope: QueuedEnvelope, content: bytes) -> None:
         """:meth:`enqueue` for an event loop: the file is written on the loop (no wait on the disk)
-        and flushed by the queue's flushing thread, which shares directory flushes among the
-        messages that arrive meanwhile."""
+        and flushed by the queue's flushing thread while the loop goes on."""
         fd, temp, final = self._write_temp(envelope, content)
-        if not self.fsync:
-            try:
-                os.close(fd)
-                os.rename(temp, final)
-            except BaseException:
-                _unlink_quietly(temp)
-                raise
-            return
-        await self._flusher.publish(fd, temp, final)
+        if self.fsync:
+            await self._flusher.publish(fd, temp, final)
+        else:
+            _publish_unflushed(fd, temp, final)
 
     @property
     def commit_batches(self) -> int:
         """How many group commits (flushes of the directory for new messages) have been made."""
-        return self._commit.batches + self._flusher.batches
+        return self._flusher.batches
 
     def update(self, envelope: QueuedEnvelope) -> None:
         """Replace a queued message's state atomically; ``KeyError`` if it is no longer queued."""
@@ -284,8 +207,8 @@ class MessageQueue:
         # is at-least-once), while flushing after every delivery halves the delivery rate.
 
     def close(self) -> None:
-        """Stop the flushing thread of :meth:`enqueue_async` (after the files handed to it) and
-        delete the spare files this process kept."""
+        """Stop the flushing thread (after the files handed to it) and delete the spare files this
+        process kept."""
         self._flusher.close()
         with self._spare_lock:
             spares, self._spares = self._spares, []
@@ -393,16 +316,16 @@ class MessageQueue:
         final = self._path(envelope.queue_id, MESSAGE_SUFFIX)
         if final.exists():
             raise ValueError(f"queue id {envelope.queue_id!r} is already queued")
-        header = _dump(envelope.to_json() | {"v": FORMAT_VERSION, "size": len(content)})
+        line = _dump(envelope.to_json() | {"v": FORMAT_VERSION, "size": len(content)}) + b"\n"
         temp = final.with_name(final.name + TEMP_SUFFIX)
         fd, recycled = self._open_for_writing(temp)
         try:
-            line = header + b"\n"
+            total = len(line) + len(content)
             written = os.writev(fd, [line, content])
-            if written < len(line) + len(content):  # a short write: the rest the slow way
+            if written < total:  # a short write: the rest the slow way
                 _write_all(fd, (line + content)[written:])
             if recycled:
-                os.ftruncate(fd, len(header) + 1 + len(content))  # the former message may be longer
+                os.ftruncate(fd, total)  # the former message may be longer
         except BaseException:
             os.close(fd)
             _unlink_quietly(temp)
@@ -535,6 +458,16 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _publish_unflushed(fd: int, temp: Path, final: Path) -> None:
+    """Give a written file its final name without flushing it (``fsync = false``)."""
+    try:
+        os.close(fd)
+        os.rename(temp, final)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
 
 
 def _process_alive(pid: int) -> bool:
