@@ -18,9 +18,9 @@ MILLISECONDS = [f"{number:03d}" for number in range(1000)]  # a line's milliseco
 class LineBatch(deque[T]):
     """Lines waiting to be written together. Adding one is a deque's ``append``, which needs no lock
     (every SMTP command and reply adds lines); :meth:`due` says when they should be written:
-    ``FLUSH_LINES`` pending (about 64 KiB), or a second since the last write. The owner also writes
-    them when asked (the relay asks once a second, so an idle relay's lines do not wait) and at stop.
-    (Writing per line cost more than the policy decision it records.)"""
+    ``FLUSH_LINES`` pending (about 64 KiB of protocol log), or a second since the last write. The
+    owner also writes them when asked (the relay asks once a second, so an idle relay's lines do not
+    wait) and at stop. (Writing per line cost more than the policy decision it records.)"""
 
     FLUSH_LINES = 512
     FLUSH_SECONDS = 1.0
