@@ -27,7 +27,9 @@ from salmon_relayauth.engine.limits import ConnectionCounts
 from salmon_relayauth.listener.guard import ConnectionTracker
 from salmon_relayauth.model.decision import Decision
 from salmon_relayauth.model.limits import RateLimit, RateVerdict
+from salmon_relayauth.throttling import shared
 from salmon_relayauth.throttling.memory import MemoryThrottleStore
+from salmon_relayauth.throttling.process_lock import RecordLock, RobustMutex
 from salmon_relayauth.throttling.shared import (
     SharedConnectionTracker,
     SharedThrottleArea,
@@ -56,8 +58,11 @@ def allowed(store: SharedThrottleStore, *limits: RateLimit) -> bool:
 
 
 @pytest.fixture
-def area_factory() -> Iterator[Callable[..., SharedThrottleArea]]:
+def area_factory(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., SharedThrottleArea]]:
+    """Areas locked by a robust mutex; by the fallback record lock when the test asks for ``"record lock"``."""
     areas: list[SharedThrottleArea] = []
+    if getattr(request, "param", "robust mutex") == "record lock":
+        monkeypatch.setattr(shared, "process_lock", lambda buffer: RecordLock())
 
     def make(workers: int = 1, **options: Any) -> SharedThrottleArea:
         areas.append(SharedThrottleArea(workers, **options))
@@ -181,8 +186,9 @@ def test_closing_more_than_was_opened_never_goes_negative(area_factory: Callable
     assert tracker.counts("relay", "192.0.2.1") == ConnectionCounts(1, 1)
 
 
+@pytest.mark.parametrize("area_factory", ["robust mutex", "record lock"], indirect=True)
 def test_threads_of_one_process_exclude_each_other(area_factory: Callable[..., SharedThrottleArea]) -> None:
-    """The record lock does not exclude threads of its own process: the thread lock does."""
+    """A record lock does not exclude threads of its own process: its thread lock does (a mutex does by itself)."""
     area = area_factory()
     store = SharedThrottleStore(area)
     done = threading.Event()
@@ -270,6 +276,7 @@ def test_connection_counts_add_up_and_a_dead_worker_is_cleared(
     assert master.counts("relay", "192.0.2.1") == ConnectionCounts(4, 2)
 
 
+@pytest.mark.parametrize("area_factory", ["robust mutex", "record lock"], indirect=True)
 def test_a_worker_killed_holding_the_lock_blocks_no_one(area_factory: Callable[..., SharedThrottleArea], spawn: Any) -> None:
     area = area_factory(2)
     store = SharedThrottleStore(area)
@@ -302,6 +309,7 @@ def test_a_worker_killed_holding_the_lock_blocks_no_one(area_factory: Callable[.
     assert receive(waiter_pipe, timeout=5) is True
 
 
+@pytest.mark.parametrize("area_factory", ["robust mutex", "record lock"], indirect=True)
 def test_a_fork_while_another_thread_holds_the_lock_leaves_the_child_usable(
     area_factory: Callable[..., SharedThrottleArea], spawn: Any
 ) -> None:
@@ -319,10 +327,16 @@ def test_a_fork_while_another_thread_holds_the_lock_leaves_the_child_usable(
     thread.start()
     assert held.wait(5)
     _, pipe = spawn(lambda pipe: pipe.send(allowed(store, limit("fork", 60, 1))))
-    assert not pipe.poll(0.3)  # the parent still holds the record lock ...
+    assert not pipe.poll(0.3)  # the parent still holds the lock ...
     release.set()
     thread.join()
-    assert receive(pipe, timeout=5) is True  # ... and the child's copy of the thread lock was renewed
+    assert receive(pipe, timeout=5) is True  # ... and the child's copy of a record lock's thread lock was renewed
+
+
+def test_the_lock_is_a_robust_mutex_here(area_factory: Callable[..., SharedThrottleArea]) -> None:
+    """The record lock is only a fallback (it costs two system calls, each letting go of the
+    interpreter lock): this machine's C library has robust mutexes."""
+    assert isinstance(area_factory().lock, RobustMutex)
 
 
 # ------------------------------------------------------------------------------------------------

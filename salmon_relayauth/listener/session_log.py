@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..model.decision import Decision
 from ..model.enums import ProtocolLoggingLevel
 from ..oplog import DecisionLog, ProtocolLog, permission_flags
-from ..oplog.protocol_log import session_fields
+from ..oplog.protocol_log import ProtocolSession
 from ..session import RelaySession
 
 __all__ = ["SessionLogs"]
@@ -30,26 +31,23 @@ class SessionLogs:
         self.remote = f"{connection.remote_address}:{connection.remote_port}"
         self.proxied_by = proxied_by
         self.decision_log = decision_log
-        self.protocol_log = protocol_log
         self.connector_id = ""
-        self.sequence = 0
+        verbose = True  # a session no connector took is logged, with no connector id
         if relay.state is not None:
             connector = relay.state.connector
             self.connector_id = f"{relay.fqdn}\\{connector.name}"
-            if connector.protocol_logging_level is not ProtocolLoggingLevel.VERBOSE:
-                self.protocol_log = None
-        # The fields every protocol log line of this session repeats, quoted once.
-        self._fields = (
-            session_fields(self.connector_id, relay.session_id, self.local, self.remote)
-            if self.protocol_log is not None
-            else ("", "")
-        )
+            verbose = connector.protocol_logging_level is ProtocolLoggingLevel.VERBOSE
+        self.protocol: ProtocolSession | None = None
+        # sent and received, once for every reply and command, are the protocol log's own calls.
+        self.sent: Callable[[str], None] = _not_logged
+        self.received: Callable[[str], None] = _not_logged
+        if protocol_log is not None and verbose:
+            self.protocol = protocol_log.session(self.connector_id, relay.session_id, self.local, self.remote)
+            self.sent, self.received = self.protocol.sent, self.protocol.received
 
     def _event(self, event: str, data: str = "", context: str = "") -> None:
-        if self.protocol_log is None:
-            return
-        self.protocol_log.session_event(self._fields, self.sequence, event, data, context)
-        self.sequence += 1
+        if self.protocol is not None:
+            self.protocol.line(event, data, context)
 
     def connected(self) -> None:
         self._event("+")
@@ -58,18 +56,6 @@ class SessionLogs:
     def permissions(self) -> None:
         if self.relay.state is not None:
             self._event("*", permission_flags(self.relay.state.rights.granted), "Set Session Permissions")
-
-    # sent and received, once for every reply and command, call the log without going through _event.
-
-    def sent(self, line: str) -> None:
-        if self.protocol_log is not None:
-            self.protocol_log.session_event(self._fields, self.sequence, ">", line)
-            self.sequence += 1
-
-    def received(self, line: str) -> None:
-        if self.protocol_log is not None:
-            self.protocol_log.session_event(self._fields, self.sequence, "<", line)
-            self.sequence += 1
 
     def info(self, data: str, context: str = "") -> None:
         self._event("*", data, context)
@@ -93,3 +79,7 @@ class SessionLogs:
             context["user"] = state.user
         context.update(extra)
         self.decision_log.record(decision, command=command, **context)
+
+
+def _not_logged(line: str) -> None:
+    """``sent``/``received`` of a session its connector does not log verbosely."""

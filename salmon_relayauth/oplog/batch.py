@@ -6,35 +6,21 @@ from __future__ import annotations
 import os
 from collections import deque
 from datetime import datetime, timezone
-from typing import TypeVar
 
 __all__ = ["MILLISECONDS", "LineBatch", "second_stamp", "write_all"]
-
-T = TypeVar("T")
 
 MILLISECONDS = [f"{number:03d}" for number in range(1000)]  # a line's milliseconds, by table
 
 
-class LineBatch(deque[T]):
+class LineBatch(deque[str]):
     """Lines waiting to be written together. Adding one is a deque's ``append``, which needs no lock
-    (every SMTP command and reply adds lines); :meth:`due` says when they should be written:
-    ``FLUSH_LINES`` pending (about 64 KiB of protocol log), or a second since the last write. The
-    owner also writes them when asked (the relay asks once a second, so an idle relay's lines do not
-    wait) and at stop. (Writing per line cost more than the policy decision it records.)"""
+    (every SMTP command and reply adds lines). Their writer writes them when the second of its time
+    stamps changes (it checks that once per line anyway), when its owner asks (the relay asks once a
+    second, so an idle relay's lines do not wait) and at stop. (Writing per line cost more than the
+    policy decision it records.)"""
 
-    FLUSH_LINES = 512
-    FLUSH_SECONDS = 1.0
-
-    def __init__(self, now: float) -> None:
-        super().__init__()
-        self.taken_at = now
-
-    def due(self, now: float) -> bool:
-        return len(self) >= self.FLUSH_LINES or now - self.taken_at >= self.FLUSH_SECONDS
-
-    def take(self, now: float) -> list[T]:
+    def take(self) -> list[str]:
         """Every pending line, oldest first; what is added meanwhile waits for the next take."""
-        self.taken_at = now
         return [self.popleft() for _ in range(len(self))]
 
 

@@ -22,12 +22,10 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.d
 
 class DecisionLog:
     """Appends decisions to ``path``, one JSON line each, written in batches like the protocol log's
-    (see :class:`LineBatch`): at most a second after they were made (:meth:`flush`, which the relay
-    calls every second), every ``LineBatch.FLUSH_LINES`` lines, and on :meth:`close`. The file is
+    (see :class:`LineBatch`): when a decision of a later second comes, at most a second after they
+    were made (:meth:`flush`, which the relay calls every second), and on :meth:`close`. The file is
     opened for appending and every batch is one ``write`` of whole lines, so the relay's worker
     processes may share it."""
-
-    FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +33,7 @@ class DecisionLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._pending: LineBatch[str] = LineBatch(clock())
+        self._pending = LineBatch()
         self._second = second_stamp(0)  # replaced whole once a second
 
     def record(self, decision: Decision, *, command: str, **context: Any) -> None:
@@ -44,7 +42,8 @@ class DecisionLog:
         now = self._clock()
         second = int(now)
         stamp = self._second
-        if stamp[0] != second:
+        if stamp[0] != second:  # write the lines of the seconds before
+            self.flush()
             stamp = self._second = second_stamp(second)
         entry = {
             "time": f"{stamp[1]}.{MILLISECONDS[int((now - second) * 1000)]}+00:00",
@@ -56,22 +55,20 @@ class DecisionLog:
             "source": decision.source,
         }
         self._pending.append(_ENCODER.encode(entry) + "\n")
-        if self._pending.due(now):
-            self.flush()
 
     def flush(self) -> None:
         """Write every pending line."""
         with self._lock:
-            self._flush(self._clock())
+            self._flush()
 
-    def _flush(self, now: float) -> None:
-        lines = self._pending.take(now)
+    def _flush(self) -> None:
+        lines = self._pending.take()
         if lines and self._fd is not None:
             write_all(self._fd, "".join(lines).encode("utf-8"))
 
     def close(self) -> None:
         with self._lock:
-            self._flush(self._clock())
+            self._flush()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None

@@ -10,6 +10,7 @@ removed. Message content and credentials are never written.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..model.enums import Right
 from .batch import MILLISECONDS, LineBatch, second_stamp, write_all
 
-__all__ = ["FIELDS", "ProtocolLog", "permission_flags", "session_fields"]
+__all__ = ["FIELDS", "ProtocolLog", "ProtocolSession", "permission_flags"]
 
 FIELDS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
 
@@ -59,14 +60,12 @@ class ProtocolLog:
     """A thread-safe writer of protocol log files in one directory.
 
     Lines are buffered and written in batches (one ``write`` for many events, see
-    :class:`LineBatch`): at most a second after the event (:meth:`flush`, which the relay calls every
-    second), every ``LineBatch.FLUSH_LINES`` lines, and on :meth:`close`. Files are opened for
+    :class:`LineBatch`): when a line of a later second comes, at most a second after the event
+    (:meth:`flush`, which the relay calls every second), and on :meth:`close`. Files are opened for
     appending, so the relay's worker processes may share them. Every SMTP command and reply of a
     Verbose connector makes a line: adding one takes no lock and no helper call unless the text
-    needs quoting; the lock guards the files.
+    needs quoting or the second changed; the lock guards the files.
     """
-
-    FLUSH_SECONDS = LineBatch.FLUSH_SECONDS
 
     def __init__(
         self,
@@ -88,8 +87,9 @@ class ProtocolLog:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0  # of the current file, kept here rather than asked of the file system per line
+        self._header_size = 0
         self._day = ""
-        self._pending: LineBatch[tuple[str, str]] = LineBatch(clock())  # (day, line)
+        self._pending = LineBatch()
         self._second = second_stamp(0)  # replaced whole once a second
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -104,24 +104,19 @@ class ProtocolLog:
         data: str = "",
         context: str = "",
     ) -> None:
-        self.session_event(session_fields(connector_id, session_id, local, remote), sequence, event, data, context)
+        """One line, outside any session's numbering."""
+        self.session(connector_id, session_id, local, remote, first=sequence).line(event, data, context)
 
-    def session_event(self, fields: tuple[str, str], sequence: int, event: str, data: str = "", context: str = "") -> None:
-        """:meth:`event` with a session's constant fields already made by :func:`session_fields`."""
-        if data and ("," in data or '"' in data or "\r" in data or "\n" in data):
-            data = _csv_field(_one_line(data))
-        if context and ("," in context or '"' in context or "\r" in context or "\n" in context):
-            context = _csv_field(_one_line(context))
-        now = self._clock()
-        second = int(now)
-        stamp = self._second
-        if stamp[0] != second:
-            stamp = self._second = second_stamp(second)
-        millisecond = MILLISECONDS[int((now - second) * 1000)]
-        line = f"{stamp[1]}.{millisecond}Z,{fields[0]}{sequence}{fields[1]}{event},{data},{context}\r\n"
-        self._pending.append((stamp[2], line))
-        if self._pending.due(now):
-            self.flush()
+    def session(self, connector_id: str, session_id: str, local: str, remote: str, first: int = 0) -> ProtocolSession:
+        """The writer of one session's lines, numbered from ``first``."""
+        return ProtocolSession(self, connector_id, session_id, local, remote, first)
+
+    def _stamp(self, second: int) -> tuple[int, str, str]:
+        """Write the lines of the seconds before this one (so a line waits at most until a line of a
+        later second, or the owner's flush), then stamp this second."""
+        self.flush()
+        stamp = self._second = second_stamp(second)
+        return stamp
 
     def flush(self) -> None:
         """Write every pending line."""
@@ -129,23 +124,38 @@ class ProtocolLog:
             self._flush(self._clock())
 
     def _flush(self, now: float) -> None:
-        chunk: list[str] = []
+        lines = self._pending.take()
+        if not lines:
+            return
+        # A batch holds one second's lines (a later second writes those before it), so one day's,
+        # except a line another thread stamped as midnight passed: it goes with the new day's.
+        day = _day_of(lines[-1])
+        if day != self._day or self._fd is None:
+            self._roll(day, now)
+        data = "".join(lines).encode("utf-8")
+        if self._size + len(data) <= self.max_file_size:
+            self._write(data)
+        else:
+            self._write_rolling(day, lines, now)
+
+    def _write_rolling(self, day: str, lines: list[str], now: float) -> None:
+        """Lines that do not all fit in the current file: as many as fit, then a new file."""
+        chunk: list[bytes] = []
         chunk_size = 0
-        for day, line in self._pending.take(now):
-            size = len(line.encode("utf-8")) if not line.isascii() else len(line)
-            if day != self._day or self._fd is None or self._size + chunk_size + size > self.max_file_size:
-                self._write("".join(chunk))
+        for line in lines:
+            data = line.encode("utf-8")
+            if self._size + chunk_size + len(data) > self.max_file_size and (chunk or self._size > self._header_size):
+                self._write(b"".join(chunk))
                 chunk, chunk_size = [], 0
                 self._roll(day, now)
-            chunk.append(line)
-            chunk_size += size
-        self._write("".join(chunk))
+            chunk.append(data)
+            chunk_size += len(data)
+        self._write(b"".join(chunk))
 
-    def _write(self, text: str) -> None:
-        if not text:
+    def _write(self, data: bytes) -> None:
+        if not data:
             return
         assert self._fd is not None
-        data = text.encode("utf-8")
         write_all(self._fd, data)
         self._size += len(data)
 
@@ -158,10 +168,12 @@ class ProtocolLog:
         self._size = 0
         moment = datetime.fromtimestamp(now, timezone.utc)
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-        self._write(
+        header = (
             f"#Software: salmon-relayauth\r\n#Version: {self.version}\r\n#Log-Type: SMTP Receive Protocol Log\r\n"
             f"#Date: {stamp}\r\n#Fields: {FIELDS}\r\n"
         )
+        self._write(header.encode("utf-8"))
+        self._header_size = self._size
         self._prune(moment)
 
     def _next_path(self, day: str) -> Path:
@@ -194,19 +206,49 @@ class ProtocolLog:
                 self._fd = None
 
 
+def _day_of(line: str) -> str:
+    """``20261128`` of a line stamped ``2026-11-28T...``."""
+    return line[0:4] + line[5:7] + line[8:10]
+
+
+class ProtocolSession:
+    """The lines of one session: its constant fields quoted once, its sequence numbers.
+
+    :meth:`line` does the whole work of a line in one call (every SMTP command and reply makes
+    one): ``sent`` and ``received`` are that call with the event filled in."""
+
+    __slots__ = ("_log", "_head", "_middle", "_sequence", "sent", "received")
+
+    def __init__(self, log: ProtocolLog, connector_id: str, session_id: str, local: str, remote: str, first: int = 0) -> None:
+        self._log = log
+        # The fields before the sequence number, and those between it and the event.
+        self._head = f"{_csv_field(_one_line(connector_id))},{_csv_field(session_id)},"
+        self._middle = f",{_csv_field(local)},{_csv_field(remote)},"
+        self._sequence = itertools.count(first).__next__
+        self.sent: Callable[[str], None] = functools.partial(self.line, ">")
+        self.received: Callable[[str], None] = functools.partial(self.line, "<")
+
+    def line(self, event: str, data: str = "", context: str = "") -> None:
+        if data and ("," in data or '"' in data or "\r" in data or "\n" in data):
+            data = _csv_field(_one_line(data))
+        if context and ("," in context or '"' in context or "\r" in context or "\n" in context):
+            context = _csv_field(_one_line(context))
+        log = self._log
+        now = log._clock()
+        second = int(now)
+        stamp = log._second
+        if stamp[0] != second:
+            stamp = log._stamp(second)
+        millisecond = MILLISECONDS[int((now - second) * 1000)]
+        log._pending.append(
+            f"{stamp[1]}.{millisecond}Z,{self._head}{self._sequence()}{self._middle}{event},{data},{context}\r\n"
+        )
+
+
 def _one_line(text: str) -> str:
     if "\r" in text or "\n" in text:
         return text.replace("\r", " ").replace("\n", " ")
     return text
-
-
-def session_fields(connector_id: str, session_id: str, local: str, remote: str) -> tuple[str, str]:
-    """The fields every line of one session repeats, quoted once: those before the sequence number
-    and those between it and the event."""
-    return (
-        f"{_csv_field(_one_line(connector_id))},{_csv_field(session_id)},",
-        f",{_csv_field(local)},{_csv_field(remote)},",
-    )
 
 
 def _csv_field(text: str) -> str:

@@ -10,30 +10,25 @@ its counts are zero), so a lookup scans the whole window; a slot never used ends
 because a key is always placed in the first reusable slot of its window. A stable 64-bit hash
 (blake2b) names each key: Python's ``hash()`` differs between processes.
 
-One lock covers both tables: a POSIX record lock on an unlinked file (the kernel drops it when a
-worker dies holding it, so the others never deadlock) plus a thread lock (record locks belong to a
-process, so they do not exclude its own threads). A worker killed in the middle of a write leaves
-at worst one slot with a stale but well-formed value.
+One lock covers both tables (:mod:`.process_lock`): it excludes processes and threads, and a
+worker that dies holding it blocks no one. A worker killed in the middle of a write leaves at worst
+one slot with a stale but well-formed value.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import logging
 import math
 import mmap
-import os
-import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
 from ..engine.gcra import gcra
 from ..engine.limits import ConnectionCounts
 from ..model.limits import RateLimit, RateVerdict
+from .process_lock import MUTEX_BYTES, process_lock
 
 __all__ = ["SharedConnectionTracker", "SharedThrottleArea", "SharedThrottleStore", "key_hash"]
 
@@ -75,32 +70,16 @@ class SharedThrottleArea:
         self._rate_window, self._connection_window = min(window, rate_slots), min(window, connection_slots)
         self._row = 2 + workers + workers % 2  # int32 cells per connection slot: the u64 hash, the counts, padding
         rate_bytes = 16 * rate_slots
-        self._map = mmap.mmap(-1, rate_bytes + 4 * self._row * connection_slots, flags=mmap.MAP_SHARED)
+        self._map = mmap.mmap(-1, MUTEX_BYTES + rate_bytes + 4 * self._row * connection_slots, flags=mmap.MAP_SHARED)
         whole = memoryview(self._map)
+        self.lock = process_lock(whole[:MUTEX_BYTES])
         # The rate table as u64 words: slot i holds its hash in word 2i and its TAT (a double) in word 2i + 1.
-        rate, connections = whole[:rate_bytes], whole[rate_bytes:]
+        rate, connections = whole[MUTEX_BYTES : MUTEX_BYTES + rate_bytes], whole[MUTEX_BYTES + rate_bytes :]
         self._rate_hashes, self._rate_tats = rate.cast("Q"), rate.cast("d")
         # The connection table as int32 cells, ``_row`` a slot: the hash in cells 0-1, worker w's count in 2 + w.
         self._connection_hashes, self._counts = connections.cast("Q"), connections.cast("i")
-        self._lock_file = tempfile.TemporaryFile(prefix="relayauth-throttle-")
-        self._lock_fd = self._lock_file.fileno()
-        self._thread_lock = threading.Lock()
         self._last_warning = -math.inf
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _renew_thread_lock(ref))
-
-    def acquire(self) -> None:
-        """Take the lock that covers both tables (this thread, then this process)."""
-        self._thread_lock.acquire()
-        try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def release(self) -> None:
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
-        self._thread_lock.release()
+        self.acquire, self.release = self.lock.acquire, self.lock.release  # the lock that covers both tables
 
     def rate_slot(self, h: int, now: float, insert: bool = True) -> tuple[int, bool]:
         """``(slot, found)``: the slot holding ``h``; else, when ``insert``, a free or expired one, else
@@ -187,8 +166,8 @@ class SharedThrottleArea:
         """Unmap the tables in this process (other processes keep theirs)."""
         for view in (self._rate_hashes, self._rate_tats, self._connection_hashes, self._counts):
             view.release()  # the slices they were cast from are gone with __init__
+        self.lock.close()
         self._map.close()
-        self._lock_file.close()
 
     def _check_worker(self, index: int) -> None:
         if not 0 <= index < self.workers:
@@ -199,13 +178,6 @@ class SharedThrottleArea:
         if now - self._last_warning >= WARN_EVERY:
             self._last_warning = now
             log.warning("shared throttling %s", what)
-
-
-def _renew_thread_lock(ref: weakref.ref[SharedThrottleArea]) -> None:
-    """A thread of the parent may have held the thread lock at fork: the child's copy would stay locked."""
-    area = ref()
-    if area is not None:
-        area._thread_lock = threading.Lock()
 
 
 class SharedThrottleStore:
