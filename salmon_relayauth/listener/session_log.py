@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +39,12 @@ class SessionLogs:
             self.connector_id = f"{relay.fqdn}\\{connector.name}"
             verbose = connector.protocol_logging_level is ProtocolLoggingLevel.VERBOSE
         self.protocol: ProtocolSession | None = None
-        # sent and received, once for every reply and command, are the protocol log's own calls.
+        # sent and received, once for every reply and command, go straight to the protocol log's line.
         self.sent: Callable[[str], None] = _not_logged
         self.received: Callable[[str], None] = _not_logged
         if protocol_log is not None and verbose:
             self.protocol = protocol_log.session(self.connector_id, relay.session_id, self.local, self.remote)
-            self.sent, self.received = self.protocol.sent, self.protocol.received
+            self.sent, self.received = functools.partial(self.protocol.line, ">"), functools.partial(self.protocol.line, "<")
 
     def _event(self, event: str, data: str = "", context: str = "") -> None:
         if self.protocol is not None:

@@ -214,10 +214,10 @@ def _day_of(line: str) -> str:
 class ProtocolSession:
     """The lines of one session: its constant fields quoted once, its sequence numbers.
 
-    :meth:`line` does the whole work of a line in one call (every SMTP command and reply makes
-    one): ``sent`` and ``received`` are that call with the event filled in."""
+    :meth:`line` does the whole work of a line in one call, every SMTP command and reply making one
+    (it reads the log's clock, stamp and pending lines itself rather than call the log)."""
 
-    __slots__ = ("_log", "_head", "_middle", "_sequence", "sent", "received")
+    __slots__ = ("_log", "_head", "_middle", "_sequence")
 
     def __init__(self, log: ProtocolLog, connector_id: str, session_id: str, local: str, remote: str, first: int = 0) -> None:
         self._log = log
@@ -225,8 +225,6 @@ class ProtocolSession:
         self._head = f"{_csv_field(_one_line(connector_id))},{_csv_field(session_id)},"
         self._middle = f",{_csv_field(local)},{_csv_field(remote)},"
         self._sequence = itertools.count(first).__next__
-        self.sent: Callable[[str], None] = functools.partial(self.line, ">")
-        self.received: Callable[[str], None] = functools.partial(self.line, "<")
 
     def line(self, event: str, data: str = "", context: str = "") -> None:
         if data and ("," in data or '"' in data or "\r" in data or "\n" in data):
