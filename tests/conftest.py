@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
+from queued import queued_envelope
+
+from salmon_relayauth.queue import QueuedEnvelope
 
 # The suite runs on asyncio's own event loop, the one a plain install uses; the relay takes uvloop
 # when it is installed (the test extra installs it), and tests/test_event_loops.py runs the
@@ -29,23 +29,7 @@ def sample_config_path() -> Path:
 @pytest.fixture
 def new_envelope() -> Callable[..., QueuedEnvelope]:
     """``new_envelope(queue, **changes)``: an envelope with a fresh id of ``queue``, one recipient."""
-
-    def make(queue: MessageQueue, **changes: object) -> QueuedEnvelope:
-        base = QueuedEnvelope(
-            queue_id=queue.new_id(),
-            sender="app@contoso.com",
-            recipients=("ops@contoso.com",),
-            client_address="192.168.5.10",
-            client_port=40123,
-            connector="Anonymous Relay",
-            session_id="0a1b2c",
-            principals=("NT AUTHORITY\\ANONYMOUS LOGON",),
-            rights=("ms-Exch-SMTP-Submit",),
-            received_at=time.time(),
-        )
-        return replace(base, **changes)
-
-    return make
+    return queued_envelope
 
 
 @pytest.fixture

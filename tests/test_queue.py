@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from queued import queued_envelope
 
 from salmon_relayauth.cli import queue as queue_cli
 from salmon_relayauth.queue import MessageQueue, QueuedEnvelope
@@ -26,19 +27,10 @@ CONTENT = b"From: app@contoso.com\r\nTo: ops@contoso.com\r\nSubject: disk full\r
 
 
 def envelope(queue: MessageQueue, **changes: object) -> QueuedEnvelope:
-    base = QueuedEnvelope(
-        queue_id=queue.new_id(),
-        sender="app@contoso.com",
-        recipients=("ops@contoso.com", "audit@contoso.com"),
-        client_address="192.168.5.10",
-        client_port=40123,
-        connector="Anonymous Relay",
-        session_id="0a1b2c",
-        principals=("NT AUTHORITY\\ANONYMOUS LOGON",),
-        rights=("ms-Exch-SMTP-Submit", "ms-Exch-SMTP-Accept-Any-Recipient"),
-        received_at=time.time(),
-    )
-    return replace(base, **changes)
+    """Two recipients, and the right to relay."""
+    changes = {"recipients": ("ops@contoso.com", "audit@contoso.com"),
+               "rights": ("ms-Exch-SMTP-Submit", "ms-Exch-SMTP-Accept-Any-Recipient"), **changes}
+    return queued_envelope(queue, **changes)
 
 
 # -- store ---------------------------------------------------------------------------------------

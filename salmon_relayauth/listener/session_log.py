@@ -44,7 +44,8 @@ class SessionLogs:
         self.received: Callable[[str], None] = _not_logged
         if protocol_log is not None and verbose:
             self.protocol = protocol_log.session(self.connector_id, relay.session_id, self.local, self.remote)
-            self.sent, self.received = functools.partial(self.protocol.line, ">"), functools.partial(self.protocol.line, "<")
+            self.sent = functools.partial(self.protocol.line, ">")
+            self.received = functools.partial(self.protocol.line, "<")
 
     def _event(self, event: str, data: str = "", context: str = "") -> None:
         if self.protocol is not None:
@@ -55,7 +56,7 @@ class SessionLogs:
         self.permissions()
 
     def permissions(self) -> None:
-        if self.relay.state is not None:
+        if self.protocol is not None and self.relay.state is not None:  # the flags only for the log
             self._event("*", permission_flags(self.relay.state.rights.granted), "Set Session Permissions")
 
     def info(self, data: str, context: str = "") -> None:

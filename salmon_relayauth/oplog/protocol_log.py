@@ -219,7 +219,9 @@ class ProtocolSession:
 
     __slots__ = ("_log", "_head", "_middle", "_sequence")
 
-    def __init__(self, log: ProtocolLog, connector_id: str, session_id: str, local: str, remote: str, first: int = 0) -> None:
+    def __init__(
+        self, log: ProtocolLog, connector_id: str, session_id: str, local: str, remote: str, first: int = 0
+    ) -> None:
         self._log = log
         # The fields before the sequence number, and those between it and the event.
         self._head = f"{_csv_field(_one_line(connector_id))},{_csv_field(session_id)},"

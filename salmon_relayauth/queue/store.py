@@ -180,7 +180,7 @@ class MessageQueue:
 
     @property
     def commit_batches(self) -> int:
-        """How many group commits (flushes of the directory for new messages) have been made."""
+        """How many group commits (flushes of the directory for new messages and state updates) have been made."""
         return self._flusher.batches
 
     def update(self, envelope: QueuedEnvelope) -> None:
@@ -369,21 +369,19 @@ class MessageQueue:
                 _unlink_quietly(Path(entry.path))
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
+        """Replace ``path`` with ``data``, published like a new message (by the flushing thread)."""
         temp = path.with_name(path.name + TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            try:
-                _write_all(fd, data)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
+            _write_all(fd, data)
         except BaseException:
+            os.close(fd)
             _unlink_quietly(temp)
             raise
         if self.fsync:
-            _fsync_directory(self.directory)
+            self._flusher.publish_and_wait(fd, temp, path)
+        else:
+            _publish_unflushed(fd, temp, path)
 
     def _recover(self) -> None:
         """Delete half-written and spare files, set damaged messages aside, drop state files without a

@@ -50,7 +50,8 @@ class _PthreadCalls:
         held, letting_go = ctypes.PyDLL(None), ctypes.CDLL(None)  # the process's own symbols: libc, libpthread
         # Every one returns an int, ctypes' default: 0 or an error number.
         self.init = held.pthread_mutex_init
-        self.trylock, self.unlock, self.consistent = held.pthread_mutex_trylock, held.pthread_mutex_unlock, held.pthread_mutex_consistent
+        self.trylock, self.unlock = held.pthread_mutex_trylock, held.pthread_mutex_unlock
+        self.consistent = held.pthread_mutex_consistent
         self.lock = letting_go.pthread_mutex_lock
         self.attr_init, self.attr_destroy = held.pthread_mutexattr_init, held.pthread_mutexattr_destroy
         self.attr_setpshared, self.attr_setrobust = held.pthread_mutexattr_setpshared, held.pthread_mutexattr_setrobust
