@@ -10,7 +10,8 @@ on the inherited sockets; the kernel hands each new connection to one of them. W
   (:mod:`salmon_relayauth.throttling.shared`), or Redis when the configuration names it;
 * the queue directory: every worker writes new messages, and each delivers its own partition of the
   queue ids (:func:`~salmon_relayauth.queue.store.queue_partition`), so nothing is sent twice;
-* the protocol and decision logs (appended in whole batches of lines).
+* the log directory: the decision log is one file, appended in whole batches of lines; each
+  worker writes protocol log files of its own.
 
 The master restarts a worker that dies (its connections stop counting at once), forwards SIGHUP as a
 reload to every worker, and on a reload that changes the bindings starts a new generation of

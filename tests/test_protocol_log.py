@@ -124,3 +124,36 @@ def test_threads_logging_at_once_lose_no_line(tmp_path) -> None:
     seen = sorted((match.group(1), int(match.group(2))) for match in map(shape.fullmatch, lines) if match)
     assert len(seen) == len(lines) == 8 * 500
     assert seen == sorted((f"{number:016X}", sequence) for number in range(8) for sequence in range(500))
+
+
+def test_writers_opening_files_at_the_same_moment_get_one_each(tmp_path, monkeypatch) -> None:
+    """Worker processes share the log directory: writers that pick a file name at the same moment
+    still each write a file of their own, under one header."""
+    writers = 4
+    everyone_chose = threading.Barrier(writers)
+    real_open = os.open
+    opened = threading.local()
+
+    def open_together(path, flags, mode=0o777):  # the first open of each writer waits for the others
+        if not getattr(opened, "once", False):
+            opened.once = True
+            everyone_chose.wait(10)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_together)
+    logs = [ProtocolLog(tmp_path) for _ in range(writers)]
+    threads = [threading.Thread(target=write, args=(log, 10)) for log in logs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.undo()
+    for log in logs:
+        log.close()
+    files = sorted(tmp_path.glob("RECV*.LOG"))
+    today = datetime.now(timezone.utc).strftime("%Y%m%d")
+    assert [path.name for path in files] == [f"RECV{today}-{number}.LOG" for number in range(1, writers + 1)]
+    for path in files:
+        lines = path.read_text().splitlines()
+        assert sum(line.startswith("#Software:") for line in lines) == 1
+        assert len([line for line in lines if line[:1] != "#"]) == 10

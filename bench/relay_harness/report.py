@@ -3,6 +3,7 @@ each figure beside its ratio to Postfix and to the relay's allow-everything run 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 
 from .driver import Cell, Result
@@ -85,3 +86,21 @@ PSS MB: peak proportional set size summed over the process tree (shared pages di
   map them: fair for Postfix's ~10-70 processes); peak RSS MB sums RSS and counts shared libraries once per process.
 xpfx / xallow: the figure over Postfix's / the relay-allow run's figure in the same cell of this invocation
   (above 1 is faster for the rates, costlier for CPU and memory)."""
+
+
+def paired_line(a: str, b: str, pairs: Sequence[tuple[Result, Result]]) -> str | None:
+    """``a`` over ``b`` run by run: the runs of one repeat are back to back, so each pair saw about
+    the same machine; the median of those ratios resists a slow spell better than best-of does."""
+    parts = []
+    rates_and_cpu = (("accepted/s", METRICS[0][1]), ("delivered/s", METRICS[1][1]), ("CPU per message", METRICS[2][1]))
+    for title, metric in rates_and_cpu:
+        ratios = sorted(
+            value / base
+            for first, second in pairs
+            if (value := metric(first)) is not None and (base := metric(second))
+        )
+        if ratios:
+            parts.append(f"{title} {statistics.median(ratios):.2f}x ({ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
+    if not parts:
+        return None
+    return f"  {a} / {b}, run by run (median of {len(pairs)} back-to-back pairs, lowest-highest): " + ", ".join(parts)

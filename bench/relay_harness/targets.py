@@ -6,8 +6,9 @@ before and stopped after every run, with a fresh queue or Maildir:
                  address smtp-source connects from), accepted domains, header firewall, Exchange's
                  default connection limits, the message-rate limit raised so that it is checked but
                  never reached, tarpit 0, durable queue with fsync, smarthost = smtp-sink.
-``relay-allow``  the same relay, queue and smarthost with an allow-everything policy: one connector,
-                 ExternalAuthoritative + ExchangeServers over 127.0.0.0/8, no limits.
+``relay-allow``  the same relay, queue, smarthost and logs with an allow-everything policy: one
+                 connector, ExternalAuthoritative + ExchangeServers over 127.0.0.0/8, no limits, its
+                 protocol logging level that of the sample's Anonymous Relay (Verbose).
 ``salmon``       Salmon's stock ``SMTPReceiver`` (backlog 5) with Salmon's queue handler (Maildir).
 ``salmon-b128``  the same with the listen backlog raised to 128 (not in the default set).
 ``aiosmtpd``     bare aiosmtpd writing a Maildir with fsync.
@@ -83,11 +84,21 @@ def full_policy_config(port: int, sink_port: int, queue: Path) -> str:
 
 
 def allow_everything_config(port: int, sink_port: int, queue: Path) -> str:
-    """One connector that lets 127.0.0.0/8 relay anything; every other setting at its default
-    (so no protocol log, and the decision log if the relay writes one by default)."""
+    """One connector that lets 127.0.0.0/8 relay anything, logging as the sample's connector that
+    relay-full's client lands on (so that the two runs differ by their policy alone), its logs next
+    to the queue; every other setting at its default."""
     document = tomlkit.parse(_ALLOW_EVERYTHING.format(port=port, sink_port=sink_port, queue=queue))
+    document["connectors"][0]["protocol_logging_level"] = sample_logging_level()
+    document["logging"] = {"directory": str(queue.parent / "logs")}
     _disable_plugins(document)
     return tomlkit.dumps(document)
+
+
+def sample_logging_level() -> str:
+    """The protocol logging level of the sample's Anonymous Relay connector."""
+    sample = tomllib.loads(SAMPLE.read_text(encoding="utf-8"))
+    relay = next(connector for connector in sample["connectors"] if connector["name"] == "Anonymous Relay")
+    return str(relay.get("protocol_logging_level", "None"))
 
 
 _ALLOW_EVERYTHING = """\

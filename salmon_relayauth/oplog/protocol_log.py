@@ -61,8 +61,8 @@ class ProtocolLog:
 
     Lines are buffered and written in batches (one ``write`` for many events, see
     :class:`LineBatch`): when a line of a later second comes, at most a second after the event
-    (:meth:`flush`, which the relay calls every second), and on :meth:`close`. Files are opened for
-    appending, so the relay's worker processes may share them. Every SMTP command and reply of a
+    (:meth:`flush`, which the relay calls every second), and on :meth:`close`. Each writer creates
+    files of its own, so the relay's worker processes log side by side. Every SMTP command and reply of a
     Verbose connector makes a line: adding one takes no lock and no helper call unless the text
     needs quoting or the second changed; the lock guards the files.
     """
@@ -163,8 +163,7 @@ class ProtocolLog:
         if self._fd is not None:
             os.close(self._fd)
         self._day = day
-        self._path = self._next_path(day)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._path, self._fd = self._create_next(day)
         self._size = 0
         moment = datetime.fromtimestamp(now, timezone.utc)
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -176,11 +175,16 @@ class ProtocolLog:
         self._header_size = self._size
         self._prune(moment)
 
-    def _next_path(self, day: str) -> Path:
+    def _create_next(self, day: str) -> tuple[Path, int]:
+        """The day's first file number no one has created yet, created here: a file has one writer
+        (and one header) even when the relay's worker processes roll at the same moment."""
         number = 1
-        while (self.directory / f"RECV{day}-{number}.LOG").exists():
-            number += 1
-        return self.directory / f"RECV{day}-{number}.LOG"
+        while True:
+            path = self.directory / f"RECV{day}-{number}.LOG"
+            try:
+                return path, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
+            except FileExistsError:
+                number += 1
 
     def _prune(self, now: datetime) -> None:
         files = sorted(self.directory.glob("RECV*.LOG"), key=lambda path: path.stat().st_mtime)
