@@ -157,3 +157,20 @@ def test_writers_opening_files_at_the_same_moment_get_one_each(tmp_path, monkeyp
         lines = path.read_text().splitlines()
         assert sum(line.startswith("#Software:") for line in lines) == 1
         assert len([line for line in lines if line[:1] != "#"]) == 10
+
+
+def test_pruning_spares_the_file_another_writer_is_writing(tmp_path) -> None:
+    """Every worker process prunes the directory it shares with the others: never another's current file."""
+    other = ProtocolLog(tmp_path)
+    write(other, 5)
+    (current,) = tmp_path.glob("RECV*.LOG")
+    an_hour_ago = time.time() - 3600
+    os.utime(current, (an_hour_ago, an_hour_ago))  # the oldest file: first in line for pruning
+    pruning = ProtocolLog(tmp_path, max_file_size=1_000, max_directory_size=1_500)
+    write(pruning, 100)  # about 11 files' worth
+    pruning.close()
+    assert current.exists()
+    assert len(list(tmp_path.glob("RECV*.LOG"))) <= 4  # the pruning writer's own old files went
+    write(other, 5)
+    other.close()
+    assert len([line for line in current.read_text().splitlines() if line[:1] != "#"]) == 10

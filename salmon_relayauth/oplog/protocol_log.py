@@ -9,6 +9,7 @@ removed. Message content and credentials are never written.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import itertools
 import os
@@ -176,31 +177,41 @@ class ProtocolLog:
         self._prune(moment)
 
     def _create_next(self, day: str) -> tuple[Path, int]:
-        """The day's first file number no one has created yet, created here: a file has one writer
-        (and one header) even when the relay's worker processes roll at the same moment."""
+        """The day's first file number no one has created yet, created here and locked while this
+        writer writes it: a file has one writer (and one header) even when the relay's worker
+        processes roll at the same moment, and no worker's pruning removes another's current file."""
         number = 1
         while True:
             path = self.directory / f"RECV{day}-{number}.LOG"
             try:
-                return path, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
             except FileExistsError:
                 number += 1
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: no one else holds it
+            return path, fd
 
     def _prune(self, now: datetime) -> None:
-        files = sorted(self.directory.glob("RECV*.LOG"), key=lambda path: path.stat().st_mtime)
+        """Remove the files older than ``max_age``, then the oldest while the directory is over
+        ``max_directory_size``; never a file a writer still writes."""
+        files = []
+        for path in self.directory.glob("RECV*.LOG"):
+            try:
+                status = path.stat()
+            except FileNotFoundError:  # another worker's pruning removed it meanwhile
+                continue
+            files.append((status.st_mtime, status.st_size, path))
+        files.sort()
         oldest_allowed = now.timestamp() - self.max_age.total_seconds()
-        kept = []
-        for path in files:
-            if path != self._path and self.max_age and path.stat().st_mtime < oldest_allowed:
-                path.unlink(missing_ok=True)
-            else:
-                kept.append(path)
-        total = sum(path.stat().st_size for path in kept)
-        for path in kept:
-            if total <= self.max_directory_size or path == self._path:
-                break
-            total -= path.stat().st_size
+        total = sum(size for _, size, _ in files)
+        for modified, size, path in files:
+            too_old = bool(self.max_age) and modified < oldest_allowed
+            if not too_old and total <= self.max_directory_size:
+                break  # the files after this one are newer still
+            if path == self._path or not _free_to_remove(path):
+                continue
             path.unlink(missing_ok=True)
+            total -= size
 
     def close(self) -> None:
         with self._lock:
@@ -208,6 +219,22 @@ class ProtocolLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _free_to_remove(path: Path) -> bool:
+    """Whether ``path`` is still there and no writer (of this process or another worker) holds it
+    as its current file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # another worker's pruning removed it meanwhile
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+    return True
 
 
 def _day_of(line: str) -> str:
