@@ -66,6 +66,7 @@ class RecordingSmarthost:
     logins: list[bytes] = field(default_factory=list)
     pipelining: bool = False  # offer PIPELINING (RFC 2920)
     pipelined: list[bool] = field(default_factory=list)  # per MAIL: whether its RCPTs and DATA came with it
+    next_with_content: list[bool] = field(default_factory=list)  # per content: whether a MAIL came right after it
     resets: int = 0
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
@@ -98,6 +99,7 @@ class RecordingSmarthost:
         return reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.next_with_content.append(b"MAIL FROM:" in bytes(server._reader._buffer))  # read with the content
         if self.data_script:
             return self.data_script.pop(0)
         self.transactions.append(
@@ -401,6 +403,43 @@ def test_commands_are_pipelined_only_when_offered(tmp_path: Path, smarthost: Any
     assert server.pipelined == [server.pipelining] * 2 and len(server.transactions) == 2
 
 
+def test_the_next_message_goes_out_with_the_end_of_data(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
+    """RFC 2920: with PIPELINING, a message's MAIL, RCPT and DATA go in the write that ends the
+    content of the one before (one round trip per message, not two)."""
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    senders = [f"app{n}@contoso.com" for n in range(3)]
+    for sender in senders:
+        queued(queue, clock, sender=sender)
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [t.mail_from for t in server.transactions] == senders and stats.connections == 1
+    assert server.next_with_content == [server.pipelining, server.pipelining, False]  # the last has none after it
+
+
+def test_a_message_sent_ahead_then_removed_from_the_queue_is_never_completed(
+    tmp_path: Path, smarthost: Any, clock: Clock
+) -> None:
+    """The queue command removes a message whose commands already went out with the previous
+    content: its transaction is abandoned with the connection, never ended with empty content."""
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    first = queued(queue, clock, sender="first@contoso.com")
+    second = queued(queue, clock, sender="second@contoso.com")
+    queued(queue, clock, sender="third@contoso.com")
+    original_data = server.handle_DATA
+
+    async def data_then_remove(handler_server: Any, session: Any, envelope: Any) -> str:
+        if envelope.mail_from == first.sender:
+            queue.remove(second.queue_id)  # while the relay waits for the first message's reply
+        return await original_data(handler_server, session, envelope)
+
+    server.handle_DATA = data_then_remove
+    stats = worker_for(queue, settings, clock).run_once()
+    assert [t.mail_from for t in server.transactions] == ["first@contoso.com", "third@contoso.com"]
+    assert (stats.messages, stats.delivered, stats.deferred, len(queue)) == (2, 6, 0, 0)
+    assert stats.connections == (2 if server.pipelining else 1)
+
+
 def test_rset_only_after_a_transaction_left_open(tmp_path: Path, smarthost: Any, clock: Clock) -> None:
     server, settings = smarthost
     queue = MessageQueue(tmp_path)
@@ -438,6 +477,33 @@ def test_submitted_messages_go_out_without_a_scan_on_one_kept_connection(tmp_pat
     finally:
         worker.stop(timeout=5)
     assert [t.mail_from for t in server.transactions] == ["app@contoso.com"] * 3
+
+
+def test_a_message_handed_over_during_a_delivery_goes_out_with_its_end_of_data(tmp_path: Path, smarthost: Any) -> None:
+    server, settings = smarthost
+    queue = MessageQueue(tmp_path)
+    worker = DeliveryWorker(queue, settings, SETTINGS, FQDN, poll_interval=60, timeout=5)
+    original_mail = server.handle_MAIL
+
+    async def mail_then_hand_over(
+        handler_server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address == "first@contoso.com":  # the relay queues another message meanwhile
+            second = queued(queue, Clock(), sender="second@contoso.com", received_at=time.time())
+            worker.submit(second.queue_id)
+        return await original_mail(handler_server, session, envelope, address, options)
+
+    server.handle_MAIL = mail_then_hand_over
+    worker.start()
+    try:
+        time.sleep(0.2)  # the first scan, of an empty queue, is over
+        first = queued(queue, Clock(), sender="first@contoso.com", received_at=time.time())
+        worker.submit(first.queue_id)
+        assert wait_until(lambda: len(queue) == 0 and len(server.transactions) == 2)
+    finally:
+        worker.stop(timeout=5)
+    assert [t.mail_from for t in server.transactions] == ["first@contoso.com", "second@contoso.com"]
+    assert server.next_with_content == [server.pipelining, False] and server.connections == 1
 
 
 def test_background_worker_retries_when_due_without_being_woken(tmp_path: Path, smarthost: Any) -> None:

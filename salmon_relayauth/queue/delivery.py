@@ -11,7 +11,9 @@ A message queued by this process is handed to the worker (:meth:`DeliveryWorker.
 once, without reading the queue directory; the directory is scanned for retries when the earliest one
 is due, at every ``poll_interval``, and on :meth:`DeliveryWorker.wake`. One connection serves every
 message while they keep coming (closed after :attr:`DeliveryWorker.KEEP_OPEN` idle seconds); commands
-are pipelined when the smarthost offers PIPELINING (RFC 2920), and RSET is only sent after a
+are pipelined when the smarthost offers PIPELINING (RFC 2920), those of a message already waiting
+going out with the end of the previous message's content (one round trip per message instead of
+two: a backlog drains about twice as fast over a network), and RSET is only sent after a
 transaction that did not end with the content's reply.
 """
 
@@ -40,6 +42,9 @@ log = logging.getLogger("salmon_relayauth.delivery")
 
 Reply = tuple[int, str]
 """A recipient's outcome: the reply code and text, or ``(0, description)`` when there was no reply."""
+
+_Upcoming = Callable[[], tuple[QueuedEnvelope, bytes] | None]
+"""The next message to deliver, if one is ready (see :meth:`DeliveryWorker._attempt`)."""
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -83,6 +88,7 @@ class _Smarthost:
         self.smtp: smtplib.SMTP | None = None
         self.transactions = 0
         self.dirty = False  # a MAIL was accepted and the transaction did not end
+        self.presented: str | None = None  # the message whose MAIL, RCPT and DATA went with the last content
         self.down: str | None = None
 
     def ready(self) -> tuple[smtplib.SMTP, bool]:
@@ -104,11 +110,14 @@ class _Smarthost:
         return self.smtp, False
 
     def discard(self) -> None:
+        self.presented = None
         if self.smtp is not None:
             self.smtp.close()
             self.smtp, self.transactions, self.dirty = None, 0, False
 
     def close(self) -> None:
+        if self.presented is not None:  # the smarthost waits for content: a QUIT would be taken for it
+            self.discard()
         if self.smtp is not None:
             try:
                 self.smtp.quit()
@@ -257,6 +266,26 @@ class DeliveryWorker:
         retry_at = math.inf
         with self._run_lock:
             work = deque(items)
+
+            def upcoming() -> tuple[QueuedEnvelope, bytes] | None:
+                """The next message, loaded, for its commands to go out with this one's end of data
+                (one handed over while this run went on, when the run has no more)."""
+                if self._stopping.is_set():
+                    return None
+                if not work:
+                    try:
+                        work.append(self._handed.popleft())
+                    except IndexError:
+                        return None
+                queue_id, loaded = work[0]
+                if loaded is None:
+                    try:
+                        loaded = self.queue.load(queue_id)
+                    except KeyError:
+                        return None
+                    work[0] = (queue_id, loaded)
+                return loaded
+
             while work and not self._stopping.is_set():
                 queue_id, loaded = work.popleft()
                 if loaded is not None and queue_id in self.queue:
@@ -266,9 +295,11 @@ class DeliveryWorker:
                         envelope, content = self.queue.load(queue_id)
                     except KeyError as error:
                         log.info("%s: no longer deliverable (%s)", queue_id, error)
+                        if smarthost.presented == queue_id:  # its transaction is open: end it unsent
+                            smarthost.discard()
                         continue
                 stats.messages += 1
-                results = self._attempt(smarthost, envelope, content)
+                results = self._attempt(smarthost, envelope, content, upcoming)
                 notification, next_attempt = self._settle(envelope, content, results, stats)
                 retry_at = min(retry_at, next_attempt)
                 if notification is not None:
@@ -276,12 +307,17 @@ class DeliveryWorker:
         log.debug("delivery run: %s", stats)
         return retry_at
 
-    def _attempt(self, smarthost: _Smarthost, envelope: QueuedEnvelope, content: bytes) -> dict[str, Reply]:
+    def _attempt(
+        self, smarthost: _Smarthost, envelope: QueuedEnvelope, content: bytes, upcoming: _Upcoming | None = None
+    ) -> dict[str, Reply]:
         """One transaction for all remaining recipients; retried once on a fresh connection if a reused
-        one turns out dead before the content was sent."""
+        one turns out dead before the content was sent. ``upcoming`` gives the next message, whose
+        commands may go out with this one's end of data."""
         recipients = envelope.recipients
         if smarthost.down is not None:
             return {rcpt: (0, smarthost.down) for rcpt in recipients}
+        if smarthost.presented not in (None, envelope.queue_id):  # another message's transaction is open
+            smarthost.discard()
         for last_try in (False, True):
             try:
                 smtp, reused = smarthost.ready()
@@ -289,8 +325,11 @@ class DeliveryWorker:
                 smarthost.down = f"smarthost {self.smarthost.host}:{self.smarthost.port}: {_describe(error)}"
                 log.warning("%s", smarthost.down)
                 return {rcpt: (0, smarthost.down) for rcpt in recipients}
+            presented, smarthost.presented = smarthost.presented == envelope.queue_id, None
             try:
-                results, smarthost.dirty = _transaction(smtp, envelope.sender, recipients, content)
+                results, smarthost.dirty, smarthost.presented = _transaction(
+                    smtp, envelope.sender, recipients, content, presented, upcoming
+                )
             except _Dropped as dropped:
                 smarthost.discard()
                 if reused and dropped.before_data and not last_try:
@@ -412,27 +451,26 @@ def _time_out_in_the_kernel(sock: socket.socket, timeout: float) -> None:
 
 
 def _transaction(
-    smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], content: bytes
-) -> tuple[dict[str, Reply], bool]:
-    """MAIL, one RCPT per recipient, DATA; the reply that decides each recipient's outcome, and
-    whether a transaction was left open (MAIL accepted, no content sent: RSET before the next)."""
+    smtp: smtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    content: bytes,
+    presented: bool = False,
+    upcoming: _Upcoming | None = None,
+) -> tuple[dict[str, Reply], bool, str | None]:
+    """MAIL, one RCPT per recipient, DATA; the reply that decides each recipient's outcome, whether a
+    transaction was left open (MAIL accepted, no content sent: RSET before the next), and the queue
+    id of the next message if its commands went out with this one's end of data (RFC 2920 lets a
+    group start with the content). ``presented``: this message's commands went out that way already."""
     data = _BARE_LF.sub(b"\r\n", content)
-    options = ""
-    if smtp.has_extn("size"):
-        options += f" SIZE={len(data)}"
-    if not data.isascii() and smtp.has_extn("8bitmime"):
-        options += " BODY=8BITMIME"
-    unicode = not all(address.isascii() for address in (sender, *recipients))
-    if unicode and smtp.has_extn("smtputf8"):
-        options += " SMTPUTF8"
-    smtp.command_encoding = "utf-8" if unicode else "ascii"
-    commands = [f"MAIL FROM:<{sender}>{options}"] + [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
+    commands, smtp.command_encoding = _envelope_commands(smtp, sender, recipients, data)
     results: dict[str, Reply] = {}
     before_data = True
     try:
         if smtp.has_extn("pipelining"):
             # RFC 2920: the envelope and DATA in one write, then their replies in order.
-            smtp.send("".join(f"{command}\r\n" for command in commands + ["DATA"]))
+            if not presented:
+                smtp.send(_pipelined(commands, smtp.command_encoding))
             replies = [_reply(smtp) for _ in commands]
             data_reply = _reply(smtp)
         else:
@@ -457,17 +495,46 @@ def _transaction(
             stuffed = _LEADING_DOT.sub(b"..", data) if accepted else b""
             if stuffed and not stuffed.endswith(b"\r\n"):
                 stuffed += b"\r\n"
-            smtp.send(stuffed + b".\r\n")
+            following = upcoming() if upcoming is not None and smtp.has_extn("pipelining") else None
+            next_commands = b""
+            if following is not None:
+                next_envelope, next_content = following
+                next_data = _BARE_LF.sub(b"\r\n", next_content)
+                next_commands = _pipelined(
+                    *_envelope_commands(smtp, next_envelope.sender, next_envelope.recipients, next_data)
+                )
+            smtp.send(stuffed + b".\r\n" + next_commands)
             final = _reply(smtp)
             results.update((rcpt, final) for rcpt in accepted)
-            return results, False
+            return results, False, following[0].queue_id if following is not None else None
         if not mail_accepted:
-            return {rcpt: mail for rcpt in recipients}, False
+            return {rcpt: mail for rcpt in recipients}, False, None
         if accepted and data_reply is not None:  # DATA refused: every accepted recipient's answer
             results.update((rcpt, data_reply) for rcpt in accepted)
-        return results, True
+        return results, True, None
     except _CONNECTION_ERRORS as error:
         raise _Dropped(results, _describe(error), before_data) from error
+
+
+def _envelope_commands(
+    smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes
+) -> tuple[list[str], str]:
+    """MAIL (with the parameters the smarthost takes) and one RCPT per recipient, and their encoding."""
+    options = ""
+    if smtp.has_extn("size"):
+        options += f" SIZE={len(data)}"
+    if not data.isascii() and smtp.has_extn("8bitmime"):
+        options += " BODY=8BITMIME"
+    unicode = not all(address.isascii() for address in (sender, *recipients))
+    if unicode and smtp.has_extn("smtputf8"):
+        options += " SMTPUTF8"
+    commands = [f"MAIL FROM:<{sender}>{options}"] + [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
+    return commands, "utf-8" if unicode else "ascii"
+
+
+def _pipelined(commands: list[str], encoding: str) -> bytes:
+    """The commands and DATA, as one write."""
+    return "".join(f"{command}\r\n" for command in [*commands, "DATA"]).encode(encoding)
 
 
 def _reply(smtp: smtplib.SMTP, command: str | None = None) -> Reply:
