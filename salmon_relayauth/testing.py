@@ -17,6 +17,7 @@ unauthenticated clients for ``tarpit_interval`` (five seconds by default, as in 
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 import tempfile
@@ -39,6 +40,7 @@ __all__ = [
     "ReceivedMessage",
     "RecordingSmarthost",
     "free_port",
+    "free_ports",
     "live_relay",
     "relayauth_plugin_manager",
     "smarthost",
@@ -51,9 +53,19 @@ RELAY_HANDLER = "salmon_relayauth.handlers.relay"
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different TCP ports nobody listens on right now, for one configuration: they are
+    held together while chosen (ports chosen one by one and let go may come back the same)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 @dataclass(frozen=True)

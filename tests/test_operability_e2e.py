@@ -8,7 +8,7 @@ import smtplib
 import time
 import urllib.request
 
-from salmon_relayauth.testing import free_port
+from salmon_relayauth.testing import free_ports
 
 CONFIG = """
 [server]
@@ -59,7 +59,8 @@ def run_sessions(port: int) -> None:
 
 
 def test_protocol_log_of_a_relayed_and_a_refused_session(live_relay, smarthost) -> None:
-    relay = live_relay(CONFIG.replace("METRICS_PORT", str(free_port())))
+    port, metrics_port = free_ports(2)
+    relay = live_relay(CONFIG.replace("METRICS_PORT", str(metrics_port)), port=port)
     run_sessions(relay.port)
     smarthost.wait_for(1)
     relay.stop()
@@ -95,7 +96,8 @@ def test_protocol_log_of_a_relayed_and_a_refused_session(live_relay, smarthost) 
 
 
 def test_decision_log_explains_each_decision(live_relay, smarthost) -> None:
-    relay = live_relay(CONFIG.replace("METRICS_PORT", str(free_port())))
+    port, metrics_port = free_ports(2)
+    relay = live_relay(CONFIG.replace("METRICS_PORT", str(metrics_port)), port=port)
     run_sessions(relay.port)
     smarthost.wait_for(1)
     relay.stop()
@@ -114,8 +116,8 @@ def test_decision_log_explains_each_decision(live_relay, smarthost) -> None:
 
 
 def test_metrics_endpoint_counts_sessions_and_decisions(live_relay, smarthost) -> None:
-    metrics_port = free_port()
-    relay = live_relay(CONFIG.replace("METRICS_PORT", str(metrics_port)))
+    port, metrics_port = free_ports(2)
+    relay = live_relay(CONFIG.replace("METRICS_PORT", str(metrics_port)), port=port)
     run_sessions(relay.port)
     smarthost.wait_for(1)
     text = ""
@@ -139,7 +141,8 @@ def test_auth_credentials_never_reach_any_log_file(live_relay, tmp_path) -> None
 
     users = tmp_path / "users.txt"
     users.write_text(f"alice@contoso.com:{hash_password('S3cret-Passw0rd')}\n")
-    config = CONFIG.replace("METRICS_PORT", str(free_port())).replace(
+    port, metrics_port = free_ports(2)
+    config = CONFIG.replace("METRICS_PORT", str(metrics_port)).replace(
         '[smarthost]',
         f'[authentication]\nusers_file = "{users}"\n\n[smarthost]',
     ).replace(
@@ -147,7 +150,7 @@ def test_auth_credentials_never_reach_any_log_file(live_relay, tmp_path) -> None
         'remote_ip_ranges = ["127.0.0.0/8"]\npermission_groups = ["AnonymousUsers", "ExchangeUsers"]\n'
         'auth_mechanism = ["BasicAuth"]\nauth_tarpit_interval = "00:00:00"',
     )
-    relay = live_relay(config)
+    relay = live_relay(config, port=port)
     client = smtplib.SMTP("127.0.0.1", relay.port, source_address=("127.0.0.20", 0), timeout=10)
     client.ehlo("app")
     try:

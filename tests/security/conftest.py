@@ -9,8 +9,8 @@ kind switched on, on loopback:
 - ``Externally Secured Relay``: ENABLED here, on a second port, ``ExternalAuthoritative`` with
   ExchangeServers, for the same hosts.
 
-``{port}`` and ``{smarthost_port}`` are filled by the ``live_relay`` fixture; the second port is a
-free port picked with :func:`salmon_relayauth.testing.free_port`. Every tarpit is zero so refusals
+``{port}`` and ``{smarthost_port}`` are filled by the ``live_relay`` fixture; the second port is
+picked with it by :func:`salmon_relayauth.testing.free_ports`, so the two differ. Every tarpit is zero so refusals
 come back at once.
 
 :class:`RawSMTP` is a socket client that sends exactly the bytes it is given (no smtplib
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from salmon_relayauth.testing import LiveRelay, free_port
+from salmon_relayauth.testing import LiveRelay, free_ports
 
 __all__ = [
     "ALLOWED",
@@ -175,8 +175,8 @@ def secure_relay(live_relay: Callable[..., LiveRelay]) -> Callable[..., SecureRe
     """Start the sample configuration; keyword arguments go to :func:`sample_config`."""
 
     def start(**settings: Any) -> SecureRelay:
-        port2 = free_port()
-        return SecureRelay(live_relay(sample_config(port2, **settings)), port2)
+        port, port2 = free_ports(2)
+        return SecureRelay(live_relay(sample_config(port2, **settings), port=port), port2)
 
     return start
 
