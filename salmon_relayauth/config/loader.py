@@ -35,7 +35,7 @@ from ..model.connector import (
     TlsSettings,
 )
 from ..model.enums import AcceptedDomainType, Principal, Right, Usage, parse_enum
-from ..model.units import parse_byte_size, parse_timespan
+from ..model.units import format_byte_size, parse_byte_size, parse_timespan
 from .fields import CONNECTOR_FIELDS, FieldError, parse_boolean, parse_list
 from .problems import ConfigError, ConfigProblem, Severity
 from .usage_defaults import USAGE_DEFAULTS
@@ -353,7 +353,15 @@ class _Reader:
             "protocol_log_max_age": parse_timespan,
         }
         values = {"directory": self.base_dir / LoggingSettings().directory, **self.values(table, "[logging]", parsers)}
-        return LoggingSettings(**values)
+        settings = LoggingSettings(**values)
+        if settings.protocol_log_max_directory_size < settings.protocol_log_max_file_size:
+            self.problem(
+                "[logging]",
+                "protocol_log_max_directory_size",
+                f"{format_byte_size(settings.protocol_log_max_directory_size)} is smaller than protocol_log_max_file_size "
+                f"({format_byte_size(settings.protocol_log_max_file_size)}): the directory must hold one whole file",
+            )
+        return settings
 
     def throttling(self, table: Mapping[str, Any]) -> ThrottlingSettings:
         self.unknown_keys(table, THROTTLING_KEYS, "[throttling]")
