@@ -358,8 +358,9 @@ class _Reader:
             self.problem(
                 "[logging]",
                 "protocol_log_max_directory_size",
-                f"{format_byte_size(settings.protocol_log_max_directory_size)} is smaller than protocol_log_max_file_size "
-                f"({format_byte_size(settings.protocol_log_max_file_size)}): the directory must hold one whole file",
+                f"{format_byte_size(settings.protocol_log_max_directory_size)} is smaller than "
+                f"protocol_log_max_file_size ({format_byte_size(settings.protocol_log_max_file_size)}): "
+                "the directory must hold one whole file",
             )
         return settings
 
