@@ -13,28 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from queued import queued_envelope
 
 from salmon_relayauth.model.connector import QueueSettings, SmarthostSettings
-from salmon_relayauth.queue import DeliveryWorker, MessageQueue, QueuedEnvelope
+from salmon_relayauth.queue import DeliveryWorker, MessageQueue
 from salmon_relayauth.queue.store import queue_partition
 from salmon_relayauth.testing import RecordingSmarthost
 
 CONTENT = b"From: app@contoso.com\r\nTo: ops@contoso.com\r\nSubject: disk full\r\n\r\nThe disk is full.\r\n"
-
-
-def envelope(queue_id: str) -> QueuedEnvelope:
-    return QueuedEnvelope(
-        queue_id=queue_id,
-        sender="app@contoso.com",
-        recipients=("ops@fabrikam.com",),
-        client_address="192.168.5.10",
-        client_port=40123,
-        connector="Anonymous Relay",
-        session_id="0a1b2c",
-        principals=("NT AUTHORITY\\ANONYMOUS LOGON",),
-        rights=("ms-Exch-SMTP-Submit", "ms-Exch-SMTP-Accept-Any-Recipient"),
-        received_at=time.time(),
-    )
 
 
 def fill(queue: MessageQueue, count: int) -> list[str]:
@@ -42,7 +28,7 @@ def fill(queue: MessageQueue, count: int) -> list[str]:
     ids = []
     for _ in range(count):
         queue_id = queue.new_id()
-        queue.enqueue(envelope(queue_id), CONTENT)
+        queue.enqueue(queued_envelope(queue, queue_id=queue_id), CONTENT)
         ids.append(queue_id)
     return ids
 
@@ -166,7 +152,8 @@ def test_ids_written_under_another_count_belong_to_exactly_one_partition(
         ids += fill(MessageQueue(tmp_path, fsync=False, recover=False, partition=partition), 8)
     ids += ["legacy-id", "0a", "Z9_-"]  # ids from another writer entirely
     for queue_id in ids[-3:]:
-        MessageQueue(tmp_path, fsync=False, recover=False).enqueue(envelope(queue_id), CONTENT)
+        queue = MessageQueue(tmp_path, fsync=False, recover=False)
+        queue.enqueue(queued_envelope(queue, queue_id=queue_id), CONTENT)
 
     readers = [
         MessageQueue(tmp_path, fsync=False, recover=False, partition=(index, read_by)) for index in range(read_by)
