@@ -48,6 +48,7 @@ _Upcoming = Callable[[], tuple[QueuedEnvelope, bytes] | None]
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_LF, _CRLF = b"\n", b"\r\n"
 _CONNECTION_ERRORS = (OSError, smtplib.SMTPException)
 
 
@@ -295,9 +296,7 @@ class DeliveryWorker:
                         envelope, content = self.queue.load(queue_id)
                     except KeyError as error:
                         log.info("%s: no longer deliverable (%s)", queue_id, error)
-                        if smarthost.presented == queue_id:  # its transaction is open: end it unsent
-                            smarthost.discard()
-                        continue
+                        continue  # if it was sent ahead, the next attempt or close() drops its connection
                 stats.messages += 1
                 results = self._attempt(smarthost, envelope, content, upcoming)
                 notification, next_attempt = self._settle(envelope, content, results, stats)
@@ -462,8 +461,7 @@ def _transaction(
     transaction was left open (MAIL accepted, no content sent: RSET before the next), and the queue
     id of the next message if its commands went out with this one's end of data (RFC 2920 lets a
     group start with the content). ``presented``: this message's commands went out that way already."""
-    data = _BARE_LF.sub(b"\r\n", content)
-    commands, smtp.command_encoding = _envelope_commands(smtp, sender, recipients, data)
+    commands, smtp.command_encoding = _envelope_commands(smtp, sender, recipients, content)
     results: dict[str, Reply] = {}
     before_data = True
     try:
@@ -492,16 +490,15 @@ def _transaction(
             # With nothing accepted (a server answering 354 all the same) an empty message ends
             # DATA; the server discards it (RFC 2920 3.1).
             before_data = False
-            stuffed = _LEADING_DOT.sub(b"..", data) if accepted else b""
+            stuffed = _LEADING_DOT.sub(b"..", _BARE_LF.sub(b"\r\n", content)) if accepted else b""
             if stuffed and not stuffed.endswith(b"\r\n"):
                 stuffed += b"\r\n"
             following = upcoming() if upcoming is not None and smtp.has_extn("pipelining") else None
             next_commands = b""
             if following is not None:
                 next_envelope, next_content = following
-                next_data = _BARE_LF.sub(b"\r\n", next_content)
                 next_commands = _pipelined(
-                    *_envelope_commands(smtp, next_envelope.sender, next_envelope.recipients, next_data)
+                    *_envelope_commands(smtp, next_envelope.sender, next_envelope.recipients, next_content)
                 )
             smtp.send(stuffed + b".\r\n" + next_commands)
             final = _reply(smtp)
@@ -517,13 +514,14 @@ def _transaction(
 
 
 def _envelope_commands(
-    smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes
+    smtp: smtplib.SMTP, sender: str, recipients: Sequence[str], content: bytes
 ) -> tuple[list[str], str]:
-    """MAIL (with the parameters the smarthost takes) and one RCPT per recipient, and their encoding."""
+    """MAIL (with the parameters the smarthost takes) and one RCPT per recipient, and their encoding.
+    SIZE is that of the content as sent, every bare LF made CRLF, counted without converting it."""
     options = ""
     if smtp.has_extn("size"):
-        options += f" SIZE={len(data)}"
-    if not data.isascii() and smtp.has_extn("8bitmime"):
+        options += f" SIZE={len(content) + content.count(_LF) - content.count(_CRLF)}"
+    if not content.isascii() and smtp.has_extn("8bitmime"):
         options += " BODY=8BITMIME"
     unicode = not all(address.isascii() for address in (sender, *recipients))
     if unicode and smtp.has_extn("smtputf8"):
