@@ -193,7 +193,8 @@ def test_enqueue_async_shares_fsync_batches(tmp_path: Path, monkeypatch: pytest.
     real_fsync = os.fsync
 
     def counting_fsync(fd: int) -> None:
-        calls.append(fd)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):  # not another test's leftover thread
+            calls.append(fd)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
